@@ -1,0 +1,1 @@
+"""Model builders: real LLMs assembled from GGUF metadata with the pullweights builder."""

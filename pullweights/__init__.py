@@ -1,0 +1,1 @@
+"""pullweights: neural-network weights pulled on demand, run on onnxruntime."""
