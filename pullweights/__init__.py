@@ -1,1 +1,57 @@
-"""pullweights: neural-network weights pulled on demand, run on onnxruntime."""
+"""pullweights: neural-network weights pulled on demand, run on onnxruntime.
+
+Build a graph whose weights are references (a byte range of a file, a tensor of a GGUF
+file, a URL) instead of bytes; ``build()`` pulls them zero-copy while the graph compiles.
+"""
+
+from pullweights.context import ComputePolicy, Context, create_context
+from pullweights.descriptor import Dim, TensorDescriptor
+from pullweights.errors import (
+    CacheError,
+    CompileError,
+    ComputeError,
+    FetchError,
+    FormatError,
+    GraphError,
+    IntegrityError,
+    PullWeightsError,
+    RemoteChangedError,
+    SourceError,
+    UnsupportedError,
+)
+from pullweights.graph.builder import GraphBuilder
+from pullweights.graph.compiled import Graph
+from pullweights.graph.operand import Operand
+from pullweights.sources import ByteSource, ConcatSource, FileSource, MemorySource
+from pullweights.tensor import Tensor
+from pullweights.weights import Payload, Transform, WeightRef, raw_weight
+
+__all__ = [
+    "ByteSource",
+    "CacheError",
+    "CompileError",
+    "ComputeError",
+    "ComputePolicy",
+    "ConcatSource",
+    "Context",
+    "Dim",
+    "FetchError",
+    "FileSource",
+    "FormatError",
+    "Graph",
+    "GraphBuilder",
+    "GraphError",
+    "IntegrityError",
+    "MemorySource",
+    "Operand",
+    "Payload",
+    "PullWeightsError",
+    "RemoteChangedError",
+    "SourceError",
+    "Tensor",
+    "Transform",
+    "UnsupportedError",
+    "WeightRef",
+    "create_context",
+    "raw_weight",
+]

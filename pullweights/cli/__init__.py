@@ -1,0 +1,1 @@
+"""The ``pullweights`` command line."""

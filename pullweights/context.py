@@ -1,0 +1,141 @@
+"""The context: a compute policy mapped to onnxruntime settings, a weight loader, a cache.
+
+Compute policies use the WebNN ``MLComputePolicy`` names:
+
+================== ==========================================================================
+policy             onnxruntime settings
+================== ==========================================================================
+``default``        best available provider; intra-op threads = physical cores (onnxruntime's
+                   own choice); all graph optimizations; threads yield when idle
+``high-performance`` best available provider; intra-op threads = every logical CPU; spinning
+                   threads for the lowest latency; all graph optimizations
+``low-power``      CPU; one intra-op thread, no spinning; all graph optimizations
+``fallback``       CPU only; one thread; basic graph optimizations only; no prepacking of
+                   quantized weights except where a kernel needs it — the most
+                   conservative, most portable configuration
+================== ==========================================================================
+
+"Best available" prefers CUDA, then CPU, among ``onnxruntime.get_available_providers()``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal, get_args
+
+import numpy as np
+import onnxruntime as ort
+
+from pullweights.descriptor import TensorDescriptor
+from pullweights.errors import GraphError
+
+if TYPE_CHECKING:
+    from pullweights.graph.compiled import Graph
+    from pullweights.tensor import Tensor
+
+__all__ = ["ComputePolicy", "Context", "create_context"]
+
+ComputePolicy = Literal["default", "high-performance", "low-power", "fallback"]
+POLICIES: tuple[str, ...] = get_args(ComputePolicy)
+
+
+def _providers(policy: str) -> list[str]:
+    available = ort.get_available_providers()
+    if policy in ("low-power", "fallback"):
+        return ["CPUExecutionProvider"]
+    preferred = [p for p in ("CUDAExecutionProvider",) if p in available]
+    return [*preferred, "CPUExecutionProvider"]
+
+
+@dataclass
+class Context:
+    """Where graphs compile and run. Create with :func:`create_context`."""
+
+    policy: ComputePolicy = "default"
+    intra_op_threads: int = 0
+    #: On-disk cache for transformed and remote weights; ``None`` disables it.
+    cache_dir: Path | None = None
+    providers: list[str] = field(default_factory=list)
+    _cache: object | None = field(default=None, repr=False)
+
+    def session_options(self) -> ort.SessionOptions:
+        """Fresh onnxruntime session options for this policy."""
+        so = ort.SessionOptions()
+        so.log_severity_level = 3
+        if self.policy == "fallback":
+            so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        else:
+            so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.intra_op_num_threads = self.intra_op_threads
+        so.inter_op_num_threads = 1
+        spin = "1" if self.policy == "high-performance" else "0"
+        so.add_session_config_entry("session.intra_op.allow_spinning", spin)
+        return so
+
+    @property
+    def cache(self) -> object | None:
+        """The :class:`~pullweights.cache.WeightCache` of ``cache_dir`` (opened lazily)."""
+        if self._cache is None and self.cache_dir is not None:
+            from pullweights.cache import WeightCache
+
+            self._cache = WeightCache(self.cache_dir)
+        return self._cache
+
+    def create_tensor(self, value: TensorDescriptor | np.ndarray) -> Tensor:
+        """A tensor that lives as an onnxruntime value across computes (e.g. a KV cache).
+
+        Pass a descriptor (zero-filled; static shape) or an array (copied in).
+        """
+        from pullweights.tensor import Tensor
+
+        return Tensor.create(value)
+
+    async def compute(
+        self, graph: Graph, inputs: Mapping[str, np.ndarray]
+    ) -> dict[str, np.ndarray]:
+        """Run ``graph`` once (same as ``graph.compute``)."""
+        return await graph.compute(inputs)
+
+
+def create_context(
+    policy: ComputePolicy = "default",
+    *,
+    intra_op_threads: int | None = None,
+    cache_dir: str | os.PathLike[str] | Literal["default"] | None = "default",
+) -> Context:
+    """Create a :class:`Context` for ``policy`` (see the module docs for the mapping).
+
+    Args:
+        policy: ``default``, ``high-performance``, ``low-power`` or ``fallback``.
+        intra_op_threads: override the policy's thread count (0 = onnxruntime's choice).
+        cache_dir: weight cache directory; ``"default"`` uses ``$PULLWEIGHTS_CACHE`` or
+            ``~/.cache/pullweights``; ``None`` disables caching.
+
+    Raises:
+        GraphError: unknown policy or a negative thread count.
+    """
+    if policy not in POLICIES:
+        raise GraphError(
+            f"unknown compute policy {policy!r}; expected one of {', '.join(POLICIES)}"
+        )
+    if intra_op_threads is None:
+        cpus = os.cpu_count() or 1
+        intra_op_threads = {
+            "default": 0,
+            "high-performance": cpus,
+            "low-power": 1,
+            "fallback": 1,
+        }[policy]
+    if intra_op_threads < 0:
+        raise GraphError(f"intra_op_threads must be >= 0, got {intra_op_threads}")
+    if cache_dir == "default":
+        cache_dir = os.environ.get("PULLWEIGHTS_CACHE") or Path.home() / ".cache" / "pullweights"
+    return Context(
+        policy=policy,
+        intra_op_threads=intra_op_threads,
+        cache_dir=None if cache_dir is None else Path(cache_dir),
+        providers=_providers(policy),
+    )

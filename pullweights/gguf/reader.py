@@ -1,0 +1,320 @@
+"""GGUF files opened lazily over any byte source: the header is parsed, tensors are pulled later.
+
+Example::
+
+    async with await open_gguf("gemma3-270m") as gguf:
+        print(gguf.architecture, len(gguf.tensors))
+        norm = gguf.tensors["output_norm.weight"].payload()   # F32: a raw view
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+
+from gguf.constants import (
+    GGML_QUANT_SIZES,
+    GGUF_DEFAULT_ALIGNMENT,
+    GGMLQuantizationType,
+    GGUFValueType,
+    Keys,
+)
+
+from pullweights.descriptor import TensorDescriptor
+from pullweights.dtypes import DataType
+from pullweights.errors import FormatError, UnsupportedError
+from pullweights.gguf.header import RawHeader, RawTensorInfo, read_header
+from pullweights.gguf.installed import INSTALLED_MODELS, installed_model_parts
+from pullweights.sources.base import ByteSource
+from pullweights.sources.concat import ConcatSource
+from pullweights.sources.file import FileSource
+from pullweights.weights import Payload, Transform
+
+__all__ = ["GGUFFile", "GGUFTensor", "ModelSpec", "open_gguf", "open_model_source"]
+
+#: What :func:`open_gguf` accepts: a path, part paths in order, an installed model name,
+#: or an already open source.
+ModelSpec = str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | ByteSource
+
+#: Largest tensor accepted, in bytes (dimension products past this are corrupt headers).
+MAX_TENSOR_BYTES = 2**62
+
+# GGML types whose bytes are already a plain array.
+_RAW_DTYPES: dict[GGMLQuantizationType, DataType] = {
+    GGMLQuantizationType.F32: "float32",
+    GGMLQuantizationType.F16: "float16",
+    GGMLQuantizationType.I8: "int8",
+    GGMLQuantizationType.I32: "int32",
+}
+
+
+@dataclass(frozen=True)
+class GGUFTensor:
+    """One tensor of a GGUF file: where its bytes are and what they hold.
+
+    ``shape`` is in numpy order (outermost first; GGUF stores the reverse) and ``offset``
+    is absolute in :attr:`source`.
+    """
+
+    name: str
+    ggml_type: GGMLQuantizationType
+    shape: tuple[int, ...]
+    offset: int
+    nbytes: int
+    source: ByteSource = field(repr=False, compare=False)
+
+    @property
+    def n_elements(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+    @property
+    def block_size(self) -> int:
+        """Elements per quant block (1 for plain types)."""
+        return GGML_QUANT_SIZES[self.ggml_type][0]
+
+    @property
+    def type_size(self) -> int:
+        """Bytes per quant block."""
+        return GGML_QUANT_SIZES[self.ggml_type][1]
+
+    def payload(self, transform: Transform | None = None) -> Payload:
+        """The tensor's byte range as a :class:`Payload`, labelled with the tensor's name.
+
+        Without ``transform`` the bytes are viewed as they are, which only F32, F16, I8 and
+        I32 tensors allow; quantized tensors need a layout transform.
+
+        Raises:
+            UnsupportedError: no transform was given for a quantized tensor.
+        """
+        if transform is not None:
+            return Payload(self.source, self.offset, self.nbytes, transform, label=self.name)
+        dtype = _RAW_DTYPES.get(self.ggml_type)
+        if dtype is None:
+            raise UnsupportedError(
+                f"tensor {self.name!r} is {self.ggml_type.name}: it needs a layout transform "
+                f"(raw views exist for {', '.join(t.name for t in _RAW_DTYPES)})"
+            )
+        desc = TensorDescriptor(dtype, self.shape)
+        return Payload(self.source, self.offset, self.nbytes, raw_descriptor=desc, label=self.name)
+
+
+class GGUFFile:
+    """The parsed header of a GGUF file and its tensors; tensor bytes stay in the source.
+
+    Use :meth:`open` (or :func:`open_gguf`) to create one. As an async context manager it
+    closes its source on exit when :func:`open_gguf` opened that source.
+    """
+
+    def __init__(self, source: ByteSource, header: RawHeader, *, owns_source: bool) -> None:
+        self.source = source
+        self.version = header.version
+        self.metadata: dict[str, object] = header.metadata
+        #: Type of each metadata value: ``(t,)`` or ``(ARRAY, element type)``.
+        self.value_types: dict[str, tuple[GGUFValueType, ...]] = header.value_types
+        #: Bytes requested from the source to parse the header.
+        self.header_bytes_read = header.bytes_read
+        self.alignment = _alignment(source, header)
+        self.data_offset = _align_up(header.end, self.alignment)
+        if header.tensor_infos and self.data_offset > source.size:
+            raise FormatError(
+                f"{source.name}: tensor data at byte {header.end}: the data section starts at "
+                f"{self.data_offset}, past the end of the {source.size}-byte file"
+            )
+        self.tensors: dict[str, GGUFTensor] = {
+            info.name: self._tensor(info) for info in header.tensor_infos
+        }
+        _check_overlaps(source, header.tensor_infos, self.tensors)
+        self._owns_source = owns_source
+
+    @classmethod
+    async def open(cls, source: ByteSource) -> GGUFFile:
+        """Parse the header of the GGUF file in ``source``, reading only the header's bytes.
+
+        The caller keeps ownership of ``source``.
+
+        Raises:
+            FormatError: the header is malformed (the message names the field and offset).
+            UnsupportedError: a GGUF version or tensor type this reader does not handle.
+            SourceError: the source could not be read.
+        """
+        return cls(source, await read_header(source), owns_source=False)
+
+    @property
+    def architecture(self) -> str:
+        """``general.architecture`` (``FormatError`` if missing)."""
+        arch = self.metadata.get(Keys.General.ARCHITECTURE)
+        if not isinstance(arch, str):
+            raise FormatError(f"{self.source.name}: no {Keys.General.ARCHITECTURE} string")
+        return arch
+
+    def get(self, key: str, default: object = None) -> object:
+        """A metadata value, or ``default``."""
+        return self.metadata.get(key, default)
+
+    def tensor(self, name: str) -> GGUFTensor:
+        """The tensor called ``name`` (``FormatError`` naming the file if absent)."""
+        try:
+            return self.tensors[name]
+        except KeyError:
+            raise FormatError(f"{self.source.name}: no tensor named {name!r}") from None
+
+    async def aclose(self) -> None:
+        """Close the source if :func:`open_gguf` opened it."""
+        if self._owns_source:
+            await self.source.aclose()
+
+    async def __aenter__(self) -> GGUFFile:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        arch = self.metadata.get(Keys.General.ARCHITECTURE, "?")
+        return f"GGUFFile({self.source.name!r}, arch={arch}, tensors={len(self.tensors)})"
+
+    def _tensor(self, info: RawTensorInfo) -> GGUFTensor:
+        where = f"{self.source.name}: tensor {info.name!r}"
+        try:
+            ggml_type = GGMLQuantizationType(info.ggml_type)
+            block_size, type_size = GGML_QUANT_SIZES[ggml_type]
+        except (ValueError, KeyError):
+            raise UnsupportedError(
+                f"{where} type at byte {info.type_at}: unknown GGML type {info.ggml_type}"
+            ) from None
+        n_elements = 1
+        for j, d in enumerate(info.dims):
+            if d == 0:
+                raise FormatError(f"{where} dims[{j}] at byte {info.dim_at(j)}: dimension is 0")
+            n_elements *= d
+            if n_elements * type_size > MAX_TENSOR_BYTES * block_size:
+                raise FormatError(
+                    f"{where} dims[{j}] at byte {info.dim_at(j)}: dimensions {list(info.dims)} "
+                    f"make a tensor over 2**62 bytes"
+                )
+        if info.dims[0] % block_size:
+            raise FormatError(
+                f"{where} dims[0] at byte {info.dim_at(0)}: {info.dims[0]} is not a multiple "
+                f"of the {ggml_type.name} block size {block_size}"
+            )
+        nbytes = n_elements // block_size * type_size
+        if info.offset % self.alignment:
+            raise FormatError(
+                f"{where} offset at byte {info.offset_at}: {info.offset} is not a multiple of "
+                f"the alignment {self.alignment}"
+            )
+        start = self.data_offset + info.offset
+        if start + nbytes > self.source.size:
+            raise FormatError(
+                f"{where} offset at byte {info.offset_at}: data [{start}, {start + nbytes}) "
+                f"lies outside the {self.source.size}-byte file"
+            )
+        shape = tuple(reversed(info.dims))
+        return GGUFTensor(info.name, ggml_type, shape, start, nbytes, self.source)
+
+
+def _align_up(n: int, alignment: int) -> int:
+    return (n + alignment - 1) // alignment * alignment
+
+
+def _alignment(source: ByteSource, header: RawHeader) -> int:
+    key = Keys.General.ALIGNMENT
+    if key not in header.metadata:
+        return GGUF_DEFAULT_ALIGNMENT
+    at = header.value_offsets[key]
+    value = header.metadata[key]
+    if header.value_types[key] != (GGUFValueType.UINT32,):
+        types = "/".join(t.name for t in header.value_types[key])
+        raise FormatError(f"{source.name}: {key} at byte {at}: type {types}, expected UINT32")
+    assert isinstance(value, int)
+    if value <= 0 or value & (value - 1):
+        raise FormatError(f"{source.name}: {key} at byte {at}: {value} is not a power of two")
+    return value
+
+
+def _check_overlaps(
+    source: ByteSource, infos: list[RawTensorInfo], tensors: dict[str, GGUFTensor]
+) -> None:
+    by_name = {info.name: info for info in infos}
+    ordered = sorted(tensors.values(), key=lambda t: (t.offset, t.nbytes))
+    for prev, cur in zip(ordered, ordered[1:], strict=False):
+        if cur.offset < prev.offset + prev.nbytes:
+            raise FormatError(
+                f"{source.name}: tensor {cur.name!r} offset at byte {by_name[cur.name].offset_at}"
+                f": data [{cur.offset}, {cur.offset + cur.nbytes}) overlaps tensor "
+                f"{prev.name!r} [{prev.offset}, {prev.offset + prev.nbytes})"
+            )
+
+
+def _is_url(text: str) -> bool:
+    return text[:8].lower().startswith(("http://", "https://"))
+
+
+async def open_model_source(model: ModelSpec) -> ByteSource:
+    """Open the bytes ``model`` names; the one place that decides what a model string means.
+
+    - a :class:`ByteSource`: returned as it is;
+    - an installed model name (see :mod:`pullweights.gguf.installed`) that is not also a
+      path: its part files, read in place;
+    - a path: a :class:`FileSource`; several paths: a :class:`ConcatSource` of the parts
+      in order (no assembled copy is made);
+    - an ``http://`` / ``https://`` URL: not supported yet.
+
+    Raises:
+        SourceError: a file cannot be opened, or an installed model's package is missing.
+        UnsupportedError: a URL.
+    """
+    if isinstance(model, ByteSource):
+        return model
+    if isinstance(model, (str, os.PathLike)):
+        paths: list[str | os.PathLike[str]] = [model]
+    else:
+        paths = list(model)
+        if not paths:
+            raise UnsupportedError("no model given: the list of part paths is empty")
+    for path in paths:
+        if isinstance(path, str) and _is_url(path):
+            raise UnsupportedError(f"{path}: URLs are not supported yet; download the file")
+    if len(paths) == 1:
+        only = paths[0]
+        if isinstance(only, str) and only in INSTALLED_MODELS and not os.path.exists(only):
+            paths = list(installed_model_parts(only))
+    if len(paths) == 1:
+        return FileSource(paths[0])
+    return ConcatSource.from_paths(paths)
+
+
+async def open_gguf(model: ModelSpec) -> GGUFFile:
+    """Open a GGUF file from a path, part paths, an installed model name or a source.
+
+    Only the header is read. The returned file closes the source it opened when it is
+    closed (``async with``, :meth:`GGUFFile.aclose`); a source passed in is left open.
+
+    Example::
+
+        gguf = await open_gguf(["model.gguf.part00", "model.gguf.part01"])
+        async with gguf:
+            print(gguf.architecture)
+
+    Raises:
+        FormatError, UnsupportedError, SourceError: see :meth:`GGUFFile.open` and
+        :func:`open_model_source`.
+    """
+    source = await open_model_source(model)
+    owns = source is not model
+    try:
+        return GGUFFile(source, await read_header(source), owns_source=owns)
+    except BaseException:
+        if owns:
+            await source.aclose()
+        raise

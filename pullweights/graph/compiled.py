@@ -1,0 +1,227 @@
+"""A compiled graph: an onnxruntime session plus the weights bound to it.
+
+``compile_graph`` pulls the weights and creates the session off the event loop. Weights
+that onnxruntime must prepack are pulled first (the session needs them); all other weights
+are pulled while the session compiles. ``compute`` checks every input against its
+descriptor, symbolic dimension bounds included, and runs in a worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from pullweights.context import Context
+from pullweights.descriptor import Dim, TensorDescriptor
+from pullweights.errors import CompileError, ComputeError
+from pullweights.graph.lowering import LoweredGraph
+from pullweights.loader import ProgressCallback, WeightLoader
+from pullweights.tensor import Tensor
+
+__all__ = ["Graph", "compile_graph"]
+
+
+def _explain(exc: Exception, origins: Mapping[str, str]) -> str:
+    """onnxruntime's message, with node names mapped back to the builder calls."""
+    text = str(exc)
+    found = [origins[n] for n in sorted(set(re.findall(r"[A-Za-z_]+:\d+", text))) if n in origins]
+    return text + ("" if not found else "\n  from: " + "\n  from: ".join(found))
+
+
+async def compile_graph(
+    context: Context, lowered: LoweredGraph, *, progress: ProgressCallback | None = None
+) -> Graph:
+    """Pull weights and create the onnxruntime session for ``lowered``; cancellable.
+
+    Cancelling returns at once; a session creation already running in its worker thread
+    finishes there and is dropped.
+    """
+    loader = WeightLoader(context.cache, progress=progress)  # type: ignore[arg-type]
+    initial = await loader.load(lowered.initializer_weights)
+    keepalive: list[Any] = []
+    so = context.session_options()
+    for name, arr in [*initial.items(), *lowered.large_constants.items()]:
+        value = ort.OrtValue.ortvalue_from_numpy(arr)
+        keepalive.append((arr, value))  # onnxruntime does not own these buffers
+        so.add_initializer(name, value)
+    data = lowered.model.SerializeToString()
+
+    def create() -> ort.InferenceSession:
+        return ort.InferenceSession(data, so, providers=context.providers)
+
+    session_task = asyncio.ensure_future(asyncio.to_thread(create))
+    try:
+        bound = await loader.load(lowered.bound_weights)
+        session = await session_task
+    except BaseException as exc:
+        session_task.cancel()
+        if (
+            isinstance(exc, Exception)
+            and not isinstance(exc, asyncio.CancelledError)
+            and _is_ort(exc)
+        ):
+            raise CompileError(
+                f"onnxruntime could not compile the graph: {_explain(exc, lowered.origins)}"
+            ) from exc
+        raise
+    return Graph(session, lowered, bound, keepalive)
+
+
+def _is_ort(exc: BaseException) -> bool:
+    return type(exc).__module__.startswith("onnxruntime")
+
+
+class Graph:
+    """A compiled graph. Use :meth:`compute` for one-shot calls and :meth:`dispatch` with
+    :class:`~pullweights.tensor.Tensor` values for repeated calls without copies."""
+
+    def __init__(
+        self,
+        session: ort.InferenceSession,
+        lowered: LoweredGraph,
+        weights: Mapping[str, np.ndarray],
+        keepalive: list[Any],
+    ) -> None:
+        self.session = session
+        self.inputs: dict[str, TensorDescriptor] = dict(lowered.inputs)
+        self.outputs: dict[str, TensorDescriptor] = dict(lowered.outputs)
+        self.origins = lowered.origins
+        self._keepalive = keepalive
+        self._weight_arrays = dict(weights)
+        self._weight_values = {
+            name: ort.OrtValue.ortvalue_from_numpy(arr) for name, arr in weights.items()
+        }
+        self._output_names = list(self.outputs)
+
+    def check_inputs(self, shapes: Mapping[str, tuple[tuple[int, ...], str]]) -> None:
+        """Validate names, dtypes, ranks, static sizes and symbolic bounds; raise ComputeError."""
+        missing = [n for n in self.inputs if n not in shapes]
+        if missing:
+            raise ComputeError(
+                f"compute: missing inputs {missing}; the graph takes {list(self.inputs)}"
+            )
+        unknown = [n for n in shapes if n not in self.inputs]
+        if unknown:
+            raise ComputeError(
+                f"compute: unknown inputs {unknown}; the graph takes {list(self.inputs)}"
+            )
+        sizes: dict[Dim, tuple[int, str]] = {}
+        for name, desc in self.inputs.items():
+            shape, dtype = shapes[name]
+            if dtype != desc.dtype:
+                raise ComputeError(
+                    f"compute: input {name!r} has dtype {dtype}, expected {desc.dtype}"
+                )
+            if len(shape) != desc.rank:
+                raise ComputeError(
+                    f"compute: input {name!r} has shape {list(shape)}, expected rank {desc.rank} "
+                    f"{list(desc.shape)}"
+                )
+            for axis, (actual, want) in enumerate(zip(shape, desc.shape, strict=True)):
+                if isinstance(want, int):
+                    if actual != want:
+                        raise ComputeError(
+                            f"compute: input {name!r} dim {axis} is {actual}, expected {want}"
+                        )
+                    continue
+                if not want.min_size <= actual <= want.max_size:
+                    raise ComputeError(
+                        f"compute: input {name!r} dim {axis} ({want.name}) is {actual}, outside "
+                        f"its bounds {want.min_size}..{want.max_size}"
+                    )
+                seen = sizes.setdefault(want, (actual, name))
+                if seen[0] != actual:
+                    raise ComputeError(
+                        f"compute: dimension {want.name} is {seen[0]} in input {seen[1]!r} but "
+                        f"{actual} in input {name!r}"
+                    )
+
+    async def compute(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run once. Returns ``{output name: array}`` in the order given to ``build``.
+
+        Raises:
+            ComputeError: an input is missing, unknown, of the wrong dtype or shape, or a
+                symbolic dimension is outside its bounds.
+        """
+        arrays: dict[str, np.ndarray] = {}
+        for name, value in inputs.items():
+            arr = np.ascontiguousarray(value)
+            arrays[name] = arr
+        self.check_inputs({n: (a.shape, a.dtype.name) for n, a in arrays.items()})
+        feeds = dict(self._weight_values)
+        for name, arr in arrays.items():
+            feeds[name] = ort.OrtValue.ortvalue_from_numpy(arr)
+        values = await asyncio.to_thread(self._run, feeds)
+        return {name: v.numpy() for name, v in zip(self._output_names, values, strict=True)}
+
+    def _run(self, feeds: dict[str, ort.OrtValue]) -> list[ort.OrtValue]:
+        try:
+            return list(self.session.run_with_ort_values(self._output_names, feeds))
+        except Exception as exc:
+            raise ComputeError(f"onnxruntime failed: {_explain(exc, self.origins)}") from exc
+
+    async def dispatch(
+        self,
+        inputs: Mapping[str, Tensor | np.ndarray],
+        outputs: Mapping[str, Tensor] | None = None,
+    ) -> dict[str, Tensor]:
+        """Run with tensors that stay onnxruntime values (no copy in or out).
+
+        Outputs named in ``outputs`` are written into those tensors — bind a KV cache as
+        both an input and an output to update it in place. Every other output comes back
+        as a new :class:`Tensor`.
+        """
+        outputs = dict(outputs or {})
+        unknown = [n for n in outputs if n not in self.outputs]
+        if unknown:
+            raise ComputeError(
+                f"dispatch: unknown outputs {unknown}; the graph has {self._output_names}"
+            )
+        values: dict[str, ort.OrtValue] = {}
+        for name, value in inputs.items():
+            if isinstance(value, Tensor):
+                values[name] = value.ortvalue
+            else:
+                arr = np.ascontiguousarray(value)
+                values[name] = ort.OrtValue.ortvalue_from_numpy(arr)
+        self.check_inputs({n: (tuple(v.shape()), _dtype_name(v)) for n, v in values.items()})
+        binding = self.session.io_binding()
+        for name, value in {**self._weight_values, **values}.items():
+            binding.bind_ortvalue_input(name, value)
+        for name in self._output_names:
+            if name in outputs:
+                binding.bind_ortvalue_output(name, outputs[name].ortvalue)
+            else:
+                binding.bind_output(name, "cpu")
+        await asyncio.to_thread(self._run_binding, binding)
+        result: dict[str, Tensor] = {}
+        for name, value in zip(self._output_names, binding.get_outputs(), strict=True):
+            result[name] = outputs[name] if name in outputs else Tensor.wrap_output(value)
+        return result
+
+    def _run_binding(self, binding: ort.IOBinding) -> None:
+        try:
+            self.session.run_with_iobinding(binding)
+        except Exception as exc:
+            raise ComputeError(f"onnxruntime failed: {_explain(exc, self.origins)}") from exc
+
+
+_ORT_TYPES = {
+    "tensor(float)": "float32",
+    "tensor(float16)": "float16",
+    "tensor(int64)": "int64",
+    "tensor(int32)": "int32",
+    "tensor(uint32)": "uint32",
+    "tensor(int8)": "int8",
+    "tensor(uint8)": "uint8",
+    "tensor(bool)": "bool",
+}
+
+
+def _dtype_name(value: ort.OrtValue) -> str:
+    return _ORT_TYPES.get(value.data_type(), value.data_type())

@@ -1,0 +1,136 @@
+"""Lowering a builder's graph to an ONNX model — weights stay out of the protobuf.
+
+Weights an op needs as constants (``MatMulNBits`` B/scales/zero points) become
+initializers declared with dims and *no data*; onnxruntime gets their bytes later through
+``SessionOptions.add_initializer`` (zero-copy OrtValues). Every other weight becomes a
+graph input bound at run time, which onnxruntime never copies or prepacks. Building never
+reads a weight byte.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from pullweights.descriptor import Dim, TensorDescriptor
+from pullweights.dtypes import to_onnx
+from pullweights.errors import GraphError
+from pullweights.graph.core import BuilderCore
+from pullweights.graph.operand import Operand
+from pullweights.weights import WeightRef
+
+__all__ = ["IR_VERSION", "OPSETS", "LoweredGraph", "lower"]
+
+#: onnxruntime 1.31 accepts IR version <= 10 (newer onnx defaults to 11+).
+IR_VERSION = 10
+OPSETS = {"": 21, "com.microsoft": 1}
+
+
+@dataclass
+class LoweredGraph:
+    """An ONNX model plus everything it needs that is not inside the protobuf."""
+
+    model: onnx.ModelProto
+    inputs: dict[str, TensorDescriptor]
+    outputs: dict[str, TensorDescriptor]
+    #: Weights fed as graph inputs on every run (zero-copy, never prepacked).
+    bound_weights: dict[str, WeightRef]
+    #: Weights passed as initializers (prepacked once by onnxruntime).
+    initializer_weights: dict[str, WeightRef]
+    #: Constants too large for the protobuf, passed as initializers.
+    large_constants: dict[str, np.ndarray]
+    #: Node name -> the builder call that made it, for error messages.
+    origins: dict[str, str]
+
+
+def _value_info(name: str, desc: TensorDescriptor) -> onnx.ValueInfoProto:
+    dims = [d.name if isinstance(d, Dim) else d for d in desc.shape]
+    return helper.make_tensor_value_info(name, to_onnx(desc.dtype), dims)
+
+
+def _declared_initializer(name: str, desc: TensorDescriptor) -> TensorProto:
+    tensor = TensorProto()
+    tensor.name = name
+    tensor.data_type = to_onnx(desc.dtype)
+    tensor.dims.extend(desc.static_shape)
+    return tensor
+
+
+def lower(builder: BuilderCore, outputs: Mapping[str, Operand]) -> LoweredGraph:
+    """Lower the part of ``builder``'s graph that ``outputs`` depend on.
+
+    Raises:
+        GraphError: no outputs, a name clash, or an operand from another builder.
+    """
+    if not outputs:
+        raise GraphError("build: needs at least one output")
+    for name, operand in outputs.items():
+        if not isinstance(operand, Operand) or operand.builder is not builder:
+            raise GraphError(f"build: output {name!r} is not an operand of this builder")
+        if name in builder.inputs or name in builder.weights or ":" in name or not name:
+            raise GraphError(f"build: output name {name!r} clashes with an input or is invalid")
+
+    producers = {out: node for node in builder.nodes for out in node.output}
+    needed: set[str] = set()
+    stack = [op.name for op in outputs.values()]
+    while stack:
+        value = stack.pop()
+        if value in needed or not value:
+            continue
+        needed.add(value)
+        node = producers.get(value)
+        if node is not None:
+            stack.extend(node.input)
+    nodes = [n for n in builder.nodes if any(o in needed for o in n.output)]
+    nodes += [
+        helper.make_node("Identity", [op.name], [name], name=f"output:{name}")
+        for name, op in outputs.items()
+    ]
+
+    inputs = {n: d for n, d in builder.inputs.items() if n in needed}
+    bound: dict[str, WeightRef] = {}
+    declared: dict[str, WeightRef] = {}
+    for name, ref in builder.weights.items():
+        if name not in needed:
+            continue
+        (declared if name in builder.constant_required else bound)[name] = ref
+
+    initializers: list[TensorProto] = []
+    large: dict[str, np.ndarray] = {}
+    for name, arr in builder.constants.items():
+        if name not in needed:
+            continue
+        if arr.nbytes <= builder.EMBED_LIMIT:
+            initializers.append(numpy_helper.from_array(arr, name))
+        else:
+            large[name] = arr
+            initializers.append(
+                _declared_initializer(name, TensorDescriptor(str(arr.dtype), arr.shape))
+            )
+    for name, ref in declared.items():
+        if not ref.descriptor.is_static:
+            raise GraphError(f"weight {name!r} must have a static shape")
+        initializers.append(_declared_initializer(name, ref.descriptor))
+
+    graph_inputs = [_value_info(n, d) for n, d in inputs.items()]
+    graph_inputs += [_value_info(n, ref.descriptor) for n, ref in bound.items()]
+    out_desc = {name: op.descriptor for name, op in outputs.items()}
+    graph = helper.make_graph(
+        nodes,
+        "pullweights",
+        graph_inputs,
+        [_value_info(n, d) for n, d in out_desc.items()],
+        initializer=initializers,
+    )
+    model = helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid(domain, v) for domain, v in OPSETS.items()],
+        ir_version=IR_VERSION,
+        producer_name="pullweights",
+    )
+    builder._built = True
+    return LoweredGraph(model, inputs, out_desc, bound, declared, large, dict(builder.origins))
