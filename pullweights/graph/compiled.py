@@ -9,7 +9,9 @@ descriptor, symbolic dimension bounds included, and runs in a worker thread.
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import tempfile
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,7 +21,7 @@ import onnxruntime as ort
 from pullweights.context import Context
 from pullweights.descriptor import Dim, TensorDescriptor
 from pullweights.errors import CompileError, ComputeError
-from pullweights.graph.lowering import LoweredGraph
+from pullweights.graph.lowering import PLACEHOLDER, LoweredGraph
 from pullweights.loader import ProgressCallback, WeightLoader
 from pullweights.tensor import Tensor
 
@@ -52,7 +54,13 @@ async def compile_graph(
     data = lowered.model.SerializeToString()
 
     def create() -> ort.InferenceSession:
-        return ort.InferenceSession(data, so, providers=context.providers)
+        # Loaded from a path so the placeholder external data resolves next to the model.
+        with tempfile.TemporaryDirectory(prefix="pullweights-") as tmp:
+            model_path = os.path.join(tmp, "model.onnx")
+            with open(model_path, "wb") as f:
+                f.write(data)
+            open(os.path.join(tmp, PLACEHOLDER), "wb").close()
+            return ort.InferenceSession(model_path, so, providers=context.providers)
 
     session_task = asyncio.ensure_future(asyncio.to_thread(create))
     try:

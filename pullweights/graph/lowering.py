@@ -1,8 +1,9 @@
 """Lowering a builder's graph to an ONNX model — weights stay out of the protobuf.
 
 Weights an op needs as constants (``MatMulNBits`` B/scales/zero points) become
-initializers declared with dims and *no data*; onnxruntime gets their bytes later through
-``SessionOptions.add_initializer`` (zero-copy OrtValues). Every other weight becomes a
+initializers whose external data points at an empty placeholder file (onnxruntime rejects
+large initializers with no data at all); onnxruntime gets their bytes through
+``SessionOptions.add_initializer`` (zero-copy OrtValues) and never opens the placeholder. Every other weight becomes a
 graph input bound at run time, which onnxruntime never copies or prepacks. Building never
 reads a weight byte.
 """
@@ -23,11 +24,13 @@ from pullweights.graph.core import BuilderCore
 from pullweights.graph.operand import Operand
 from pullweights.weights import WeightRef
 
-__all__ = ["IR_VERSION", "OPSETS", "LoweredGraph", "lower"]
+__all__ = ["IR_VERSION", "OPSETS", "PLACEHOLDER", "LoweredGraph", "lower"]
 
 #: onnxruntime 1.31 accepts IR version <= 10 (newer onnx defaults to 11+).
 IR_VERSION = 10
 OPSETS = {"": 21, "com.microsoft": 1}
+#: Empty file, next to the saved model, named by every declared initializer.
+PLACEHOLDER = "pullweights-placeholder.bin"
 
 
 @dataclass
@@ -57,6 +60,10 @@ def _declared_initializer(name: str, desc: TensorDescriptor) -> TensorProto:
     tensor.name = name
     tensor.data_type = to_onnx(desc.dtype)
     tensor.dims.extend(desc.static_shape)
+    tensor.data_location = TensorProto.EXTERNAL
+    for key, value in (("location", PLACEHOLDER), ("offset", "0"), ("length", str(desc.nbytes))):
+        entry = tensor.external_data.add()
+        entry.key, entry.value = key, value
     return tensor
 
 
