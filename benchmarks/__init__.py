@@ -1,0 +1,1 @@
+"""Benchmarks: side-by-side measurements against the usual ways of doing the same job."""

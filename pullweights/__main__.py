@@ -1,0 +1,7 @@
+"""``python -m pullweights`` runs the command line."""
+
+import sys
+
+from pullweights.cli import main
+
+sys.exit(main())
