@@ -111,8 +111,9 @@ def create_context(
     Args:
         policy: ``default``, ``high-performance``, ``low-power`` or ``fallback``.
         intra_op_threads: override the policy's thread count (0 = onnxruntime's choice).
-        cache_dir: weight cache directory; ``"default"`` uses ``$PULLWEIGHTS_CACHE`` or
-            ``~/.cache/pullweights``; ``None`` disables caching.
+        cache_dir: weight cache directory; ``"default"`` uses ``$PULLWEIGHTS_CACHE``, then
+            ``$XDG_CACHE_HOME/pullweights``, then ``~/.cache/pullweights``; ``None`` disables
+            caching.
 
     Raises:
         GraphError: unknown policy or a negative thread count.
@@ -132,7 +133,9 @@ def create_context(
     if intra_op_threads < 0:
         raise GraphError(f"intra_op_threads must be >= 0, got {intra_op_threads}")
     if cache_dir == "default":
-        cache_dir = os.environ.get("PULLWEIGHTS_CACHE") or Path.home() / ".cache" / "pullweights"
+        from pullweights.cache import default_cache_dir
+
+        cache_dir = default_cache_dir()
     return Context(
         policy=policy,
         intra_op_threads=intra_op_threads,

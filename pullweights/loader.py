@@ -119,11 +119,10 @@ class WeightLoader:
         if self.cache is not None:
             async with self.cache.writer(payload) as w:
                 out = w.array("data")
-                await payload.source.read_into(payload.offset, memoryview(out).cast("B"))
-            hit = self.cache.get(payload)
-            if hit is not None:
-                return hit
-            return {"data": out}
+                await payload.source.read_into(payload.offset, memoryview(out.reshape(-1)).cast("B"))
+                del out
+            assert w.result is not None
+            return dict(w.result)
         buf = np.empty(desc.static_shape, dtype=desc.numpy_dtype)
         await payload.source.read_into(payload.offset, memoryview(buf.reshape(-1)).cast("B"))
         return {"data": buf}
@@ -151,12 +150,10 @@ class WeightLoader:
             return arrays
         async with self.cache.writer(payload) as w:
             for part, arr in arrays.items():
-                w.array(part)[...] = arr
+                await asyncio.to_thread(w.write, part, arr)
         del arrays
-        hit = self.cache.get(payload)
-        if hit is None:
-            raise PullWeightsError(f"{payload.describe()}: cache entry vanished after writing")
-        return hit
+        assert w.result is not None
+        return dict(w.result)
 
 
 async def _gather_or_cancel(coros: list[Any]) -> list[Any]:

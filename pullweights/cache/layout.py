@@ -15,7 +15,7 @@
 Each array is one chunk covering the whole array (``c`` for a 0-d array, ``c/0/0`` for a
 2-d one, no file for an array with no elements), stored without compression, so the chunk
 file *is* the array and reads are a ``mmap`` of it. The metadata follows the Zarr v3
-specification and is written here as JSON (the ``zarr`` package costs 0.25–0.75 s to import
+specification and is written here as JSON (the ``zarr`` package costs 0.25-0.75 s to import
 and ~1.6 ms per array created, and is only needed by readers that want it).
 """
 
@@ -124,6 +124,7 @@ class EntryRecord:
     offset: int
     length: int
     transform: str
+    params: str
     created: float
     parts: Mapping[str, PartRecord]
 
@@ -143,6 +144,7 @@ class EntryRecord:
                 "offset": self.offset,
                 "length": self.length,
                 "transform": self.transform,
+                "params": self.params,
                 "created": self.created,
                 "parts": {
                     p.name: {"dtype": p.dtype, "shape": list(p.shape), "checksum": p.checksum}
@@ -175,6 +177,7 @@ class EntryRecord:
                 offset=int(rec["offset"]),
                 length=int(rec["length"]),
                 transform=str(rec["transform"]),
+                params=str(rec["params"]),
                 created=float(rec["created"]),
                 parts=parts,
             )

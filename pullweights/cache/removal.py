@@ -1,0 +1,96 @@
+"""Deleting from the cache without ever exposing a half-deleted entry.
+
+A directory leaves ``entries/`` (or ``staging/``) by one atomic rename into ``trash/``; only
+then is it deleted file by file, so a crash mid-delete leaves garbage in ``trash/`` and
+never a partial entry. Anything in ``trash/`` may be deleted by any process at any time.
+
+A writer holds an exclusive ``flock`` on its staging directory while it writes; the lock
+dies with the process, so a staging directory whose lock can be taken belongs to a writer
+that has stopped (killed, crashed, or never closed) and is moved to the trash.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import secrets
+import shutil
+from pathlib import Path
+
+__all__ = ["clean_staging", "empty_trash", "move_to_trash"]
+
+log = logging.getLogger("pullweights.cache")
+
+
+def move_to_trash(root: Path, path: Path) -> bool:
+    """Atomically move ``path`` out of sight into ``root/trash``; False if it was gone."""
+    trash = root / "trash"
+    trash.mkdir(parents=True, exist_ok=True)
+    target = trash / f"{path.name}.{secrets.token_hex(4)}"
+    try:
+        os.rename(path, target)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def empty_trash(root: Path) -> None:
+    """Delete everything in ``root/trash`` (other processes may be doing the same)."""
+    try:
+        items = list(os.scandir(root / "trash"))
+    except FileNotFoundError:
+        return
+    for item in items:
+        try:
+            if item.is_dir(follow_symlinks=False):
+                shutil.rmtree(item.path, onexc=_ignore_missing)
+            else:
+                os.unlink(item.path)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            log.warning("cannot delete %s from the cache trash: %s", item.path, exc)
+
+
+def _ignore_missing(func: object, path: str, exc: BaseException) -> None:
+    if not isinstance(exc, FileNotFoundError):
+        raise exc
+
+
+def clean_staging(root: Path, remove: bool = True) -> list[Path]:
+    """Find staging directories of writers that stopped; move them to the trash if ``remove``.
+
+    Returns the abandoned directories found. A live writer's directory is locked and
+    skipped. The lock is taken before the move, and a writer checks after locking that its
+    directory is still in place, so a writer that just created its directory is never
+    robbed of it.
+    """
+    found: list[Path] = []
+    try:
+        items = list(os.scandir(root / "staging"))
+    except FileNotFoundError:
+        return found
+    for item in items:
+        path = Path(item.path)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # a writer is alive and holds it
+            with contextlib.suppress(FileNotFoundError):
+                if os.stat(path).st_ino != os.fstat(fd).st_ino:
+                    continue  # renamed away (committed) since we listed it
+                found.append(path)
+                if remove:
+                    move_to_trash(root, path)
+        finally:
+            os.close(fd)
+    if remove and found:
+        empty_trash(root)
+    return found

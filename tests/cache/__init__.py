@@ -1,0 +1,1 @@
+"""Tests of the on-disk weight cache (pullweights.cache) and ``pullweights cache``."""
