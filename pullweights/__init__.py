@@ -49,6 +49,7 @@ __all__ = [
     "RemoteChangedError",
     "SourceError",
     "Tensor",
+    "TensorDescriptor",
     "Transform",
     "UnsupportedError",
     "WeightRef",

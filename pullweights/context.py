@@ -10,8 +10,7 @@ policy             onnxruntime settings
 ``high-performance`` best available provider; intra-op threads = every logical CPU; spinning
                    threads for the lowest latency; all graph optimizations
 ``low-power``      CPU; one intra-op thread, no spinning; all graph optimizations
-``fallback``       CPU only; one thread; basic graph optimizations only; no prepacking of
-                   quantized weights except where a kernel needs it — the most
+``fallback``       CPU only; one thread; basic graph optimizations only — the most
                    conservative, most portable configuration
 ================== ==========================================================================
 
@@ -64,7 +63,7 @@ class Context:
     def session_options(self) -> ort.SessionOptions:
         """Fresh onnxruntime session options for this policy."""
         so = ort.SessionOptions()
-        so.log_severity_level = 3
+        so.log_severity_level = 4
         if self.policy == "fallback":
             so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
         else:

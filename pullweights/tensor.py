@@ -23,15 +23,26 @@ class Tensor:
 
     def __init__(self, array: np.ndarray, ortvalue: ort.OrtValue | None = None) -> None:
         self._array = array
-        self.descriptor = TensorDescriptor(from_numpy(array.dtype), array.shape)
+        try:
+            dtype = from_numpy(array.dtype)
+        except ValueError as exc:
+            raise ComputeError(f"Tensor: {exc}") from None
+        self.descriptor = TensorDescriptor(dtype, array.shape)
         self.ortvalue = (
             ortvalue if ortvalue is not None else ort.OrtValue.ortvalue_from_numpy(array)
         )
 
     @classmethod
     def create(cls, value: TensorDescriptor | np.ndarray) -> Tensor:
-        """A zero-filled tensor of a static descriptor, or a copy of an array."""
+        """A zero-filled tensor of a static descriptor, or a copy of an array.
+
+        Raises:
+            ComputeError: the descriptor has symbolic dims, or the array's dtype is not
+                supported.
+        """
         if isinstance(value, TensorDescriptor):
+            if not value.is_static:
+                raise ComputeError(f"Tensor.create: {value} has symbolic dims; give sizes")
             return cls(np.zeros(value.static_shape, dtype=value.numpy_dtype))
         return cls(np.array(value, copy=True, order="C"))
 

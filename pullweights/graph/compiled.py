@@ -158,7 +158,7 @@ class Graph:
         """
         arrays: dict[str, np.ndarray] = {}
         for name, value in inputs.items():
-            arr = np.ascontiguousarray(value)
+            arr = np.asarray(value, order="C")  # not ascontiguousarray: it makes 0-d arrays 1-d
             arrays[name] = arr
         self.check_inputs({n: (a.shape, a.dtype.name) for n, a in arrays.items()})
         feeds = dict(self._weight_values)
@@ -195,7 +195,7 @@ class Graph:
             if isinstance(value, Tensor):
                 values[name] = value.ortvalue
             else:
-                arr = np.ascontiguousarray(value)
+                arr = np.asarray(value, order="C")  # not ascontiguousarray: it makes 0-d arrays 1-d
                 values[name] = ort.OrtValue.ortvalue_from_numpy(arr)
         self.check_inputs({n: (tuple(v.shape()), _dtype_name(v)) for n, v in values.items()})
         binding = self.session.io_binding()
@@ -232,4 +232,5 @@ _ORT_TYPES = {
 
 
 def _dtype_name(value: ort.OrtValue) -> str:
-    return _ORT_TYPES.get(value.data_type(), value.data_type())
+    kind = str(value.data_type())
+    return _ORT_TYPES.get(kind, kind)

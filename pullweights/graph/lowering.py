@@ -3,9 +3,9 @@
 Weights an op needs as constants (``MatMulNBits`` B/scales/zero points) become
 initializers whose external data points at an empty placeholder file (onnxruntime rejects
 large initializers with no data at all); onnxruntime gets their bytes through
-``SessionOptions.add_initializer`` (zero-copy OrtValues) and never opens the placeholder. Every other weight becomes a
-graph input bound at run time, which onnxruntime never copies or prepacks. Building never
-reads a weight byte.
+``SessionOptions.add_initializer`` (zero-copy OrtValues) and never opens the placeholder.
+Every other weight becomes a graph input bound at run time, which onnxruntime never copies
+or prepacks. Building never reads a weight byte.
 """
 
 from __future__ import annotations
@@ -67,12 +67,31 @@ def _declared_initializer(name: str, desc: TensorDescriptor) -> TensorProto:
     return tensor
 
 
+def _trim_optional(node: onnx.NodeProto) -> onnx.NodeProto:
+    """``node`` without trailing omitted ("") inputs, which mean the same in ONNX.
+
+    onnxruntime 1.31 crashes (segfault) in an extended-level fusion on a
+    ``LayerNormalization`` whose omitted bias is spelled as a trailing "" input.
+    """
+    keep = len(node.input)
+    while keep and not node.input[keep - 1]:
+        keep -= 1
+    if keep == len(node.input):
+        return node
+    trimmed = onnx.NodeProto()
+    trimmed.CopyFrom(node)
+    del trimmed.input[keep:]
+    return trimmed
+
+
 def lower(builder: BuilderCore, outputs: Mapping[str, Operand]) -> LoweredGraph:
     """Lower the part of ``builder``'s graph that ``outputs`` depend on.
 
     Raises:
-        GraphError: no outputs, a name clash, or an operand from another builder.
+        GraphError: no outputs, a name clash, an operand from another builder, or a
+            builder that has already built its graph.
     """
+    builder._check_open("build")
     if not outputs:
         raise GraphError("build: needs at least one output")
     for name, operand in outputs.items():
@@ -92,7 +111,7 @@ def lower(builder: BuilderCore, outputs: Mapping[str, Operand]) -> LoweredGraph:
         node = producers.get(value)
         if node is not None:
             stack.extend(node.input)
-    nodes = [n for n in builder.nodes if any(o in needed for o in n.output)]
+    nodes = [_trim_optional(n) for n in builder.nodes if any(o in needed for o in n.output)]
     nodes += [
         helper.make_node("Identity", [op.name], [name], name=f"output:{name}")
         for name, op in outputs.items()

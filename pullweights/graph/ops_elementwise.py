@@ -13,6 +13,8 @@ __all__ = ["ElementwiseOps"]
 
 FLOATS: tuple[DataType, ...] = ("float32", "float16")
 NUMBERS: tuple[DataType, ...] = ("float32", "float16", "int64", "int32", "uint32", "int8", "uint8")
+#: Types with a sign (onnxruntime's CPU ``Neg`` has no unsigned kernels).
+SIGNED: tuple[DataType, ...] = ("float32", "float16", "int64", "int32", "int8")
 
 
 class ElementwiseOps(BuilderCore):
@@ -110,7 +112,7 @@ class ElementwiseOps(BuilderCore):
 
     def neg(self, x: Operand) -> Operand:
         """``-x``."""
-        return self._unary("neg", "Neg", x, NUMBERS)
+        return self._unary("neg", "Neg", x, SIGNED)
 
     def exp(self, x: Operand) -> Operand:
         """``e ** x``."""
@@ -211,6 +213,7 @@ class ElementwiseOps(BuilderCore):
         self._check_operands("where", condition, a, b)
         self._check_dtype("where", condition, ("bool",), "condition")
         dtype = self._same_dtype("where", a, b)
+        self._check_dtype("where", a, NUMBERS, "value")  # onnxruntime has no bool Where
         shape = broadcast_shapes("where", condition.shape, a.shape, b.shape)
         return self._emit1(
             "Where", [condition, a, b], TensorDescriptor(dtype, shape), label="where"

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from pullweights.descriptor import TensorDescriptor
+from pullweights.dtypes import DataType
 from pullweights.errors import GraphError
 from pullweights.graph.core import BuilderCore
 from pullweights.graph.operand import Operand
-from pullweights.graph.ops_elementwise import FLOATS, NUMBERS
+from pullweights.graph.ops_elementwise import FLOATS
 from pullweights.graph.shapes import broadcast_shapes, same_dim
 
 __all__ = ["LinalgOps"]
+
+#: Types onnxruntime's CPU ``MatMul`` accepts (no 8-bit kernels).
+MATMUL_TYPES: tuple[DataType, ...] = ("float32", "float16", "int64", "int32", "uint32")
 
 
 class LinalgOps(BuilderCore):
@@ -19,7 +23,7 @@ class LinalgOps(BuilderCore):
         """Batched matrix product of rank >= 2 operands; batch dims broadcast."""
         self._check_operands("matmul", a, b)
         dtype = self._same_dtype("matmul", a, b)
-        self._check_dtype("matmul", a, NUMBERS, "a")
+        self._check_dtype("matmul", a, MATMUL_TYPES, "a")
         if a.rank < 2 or b.rank < 2:
             raise GraphError(f"matmul: operands need rank >= 2, got {a.shape} and {b.shape}")
         same_dim(
@@ -55,7 +59,8 @@ class LinalgOps(BuilderCore):
         if c is not None:
             if c.rank > 2:
                 raise GraphError(f"gemm: c must have rank <= 2, got {c.shape}")
-            broadcast_shapes("gemm (c)", c.shape, (m, n))
+            if tuple(broadcast_shapes("gemm (c)", c.shape, (m, n))) != (m, n):
+                raise GraphError(f"gemm: c {list(c.shape)} does not broadcast to [{m}, {n}]")
         return self._emit1(
             "Gemm",
             [a, b, c],
@@ -109,8 +114,15 @@ class LinalgOps(BuilderCore):
                 f"{op}: scales {scales.origin} must hold {n * n_blocks} {a.dtype} values, "
                 f"got {scales.descriptor}"
             )
-        if zero_points is not None and zero_points.dtype != "uint8":
-            raise GraphError(f"{op}: zero_points must be uint8, got {zero_points.descriptor}")
+        zp_bytes = n * -(-n_blocks * bits // 8)
+        if zero_points is not None and (
+            zero_points.dtype != "uint8" or not _has_elements(zero_points, zp_bytes)
+        ):
+            raise GraphError(
+                f"{op}: zero_points must be uint8 holding {zp_bytes} bytes ([{n}, "
+                f"{-(-n_blocks * bits // 8)}]: {bits}-bit values packed like b, each row padded "
+                f"to whole bytes), got {zero_points.descriptor}"
+            )
         if a.rank < 1:
             raise GraphError(f"{op}: a must have rank >= 1")
         same_dim(op, f"last dim of a {list(a.shape)} and k", a.shape[-1], k)

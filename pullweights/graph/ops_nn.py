@@ -199,7 +199,12 @@ class NNOps(BuilderCore):
         if scale is None:
             import numpy as np
 
-            scale = self.constant(np.ones(x.shape[axis:], dtype=x.descriptor.numpy_dtype))  # type: ignore[arg-type]
+            normalized = TensorDescriptor(x.dtype, x.shape[axis:])
+            if not normalized.is_static:
+                raise GraphError(
+                    f"{op}: normalized dims {list(x.shape[axis:])} are symbolic; pass a scale"
+                )
+            scale = self.constant(np.ones(normalized.static_shape, dtype=normalized.numpy_dtype))
         if bias is not None and tuple(bias.shape) != tuple(scale.shape):
             raise GraphError(f"{op}: bias must have shape {list(scale.shape)}")
         return self._emit1(

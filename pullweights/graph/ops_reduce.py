@@ -5,23 +5,35 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from pullweights.descriptor import DimLike, TensorDescriptor
+from pullweights.dtypes import DataType
 from pullweights.errors import GraphError
 from pullweights.graph.core import BuilderCore
 from pullweights.graph.operand import Operand
-from pullweights.graph.ops_elementwise import FLOATS, NUMBERS
+from pullweights.graph.ops_elementwise import FLOATS
 from pullweights.graph.shapes import normalize_axis
 
 __all__ = ["ReduceOps"]
+
+# What onnxruntime's CPU kernels accept (float16 runs through inserted casts): no uint32
+# anywhere, and no 8-bit types for the arithmetic reductions.
+ARITHMETIC: tuple[DataType, ...] = ("float32", "float16", "int64", "int32")
+ORDERED: tuple[DataType, ...] = ("float32", "float16", "int64", "int32", "int8", "uint8")
 
 
 class ReduceOps(BuilderCore):
     """``reduce_*`` ops (default: over every axis), ``argmax``/``argmin`` and ``softmax``."""
 
     def _reduce(
-        self, op: str, onnx_op: str, x: Operand, axes: Sequence[int] | None, keep_dims: bool
+        self,
+        op: str,
+        onnx_op: str,
+        x: Operand,
+        axes: Sequence[int] | None,
+        keep_dims: bool,
+        allowed: tuple[DataType, ...] = ARITHMETIC,
     ) -> Operand:
         self._check_operands(op, x)
-        self._check_dtype(op, x, NUMBERS, "input")
+        self._check_dtype(op, x, allowed, "input")
         if axes is None:
             axes_n = list(range(x.rank))
         else:
@@ -60,13 +72,13 @@ class ReduceOps(BuilderCore):
         self, x: Operand, axes: Sequence[int] | None = None, keep_dims: bool = False
     ) -> Operand:
         """Maximum over ``axes``."""
-        return self._reduce("reduce_max", "ReduceMax", x, axes, keep_dims)
+        return self._reduce("reduce_max", "ReduceMax", x, axes, keep_dims, ORDERED)
 
     def reduce_min(
         self, x: Operand, axes: Sequence[int] | None = None, keep_dims: bool = False
     ) -> Operand:
         """Minimum over ``axes``."""
-        return self._reduce("reduce_min", "ReduceMin", x, axes, keep_dims)
+        return self._reduce("reduce_min", "ReduceMin", x, axes, keep_dims, ORDERED)
 
     def reduce_product(
         self, x: Operand, axes: Sequence[int] | None = None, keep_dims: bool = False
@@ -82,7 +94,7 @@ class ReduceOps(BuilderCore):
 
     def _arg(self, op: str, onnx_op: str, x: Operand, axis: int, keep_dims: bool) -> Operand:
         self._check_operands(op, x)
-        self._check_dtype(op, x, NUMBERS, "input")
+        self._check_dtype(op, x, ORDERED, "input")
         axis = normalize_axis(op, axis, x.rank)
         shape = [d for i, d in enumerate(x.shape) if i != axis or keep_dims]
         if keep_dims:

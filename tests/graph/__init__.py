@@ -1,0 +1,1 @@
+"""Tests of the graph builder, its ops, lowering and the compiled graph."""
