@@ -77,7 +77,7 @@ async def compile_graph(
                 f"onnxruntime could not compile the graph: {_explain(exc, lowered.origins)}"
             ) from exc
         raise
-    return Graph(session, lowered, bound, keepalive)
+    return Graph(session, lowered, {**bound, **lowered.bound_constants}, keepalive)
 
 
 def _is_ort(exc: BaseException) -> bool:

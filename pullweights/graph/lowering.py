@@ -44,8 +44,11 @@ class LoweredGraph:
     bound_weights: dict[str, WeightRef]
     #: Weights passed as initializers (prepacked once by onnxruntime).
     initializer_weights: dict[str, WeightRef]
-    #: Constants too large for the protobuf, passed as initializers.
+    #: Constants too large for the protobuf that an op needs as constants: initializers.
     large_constants: dict[str, np.ndarray]
+    #: Other constants too large for the protobuf: graph inputs bound on every run, so
+    #: onnxruntime never constant-folds (and so never reads) a placeholder.
+    bound_constants: dict[str, np.ndarray]
     #: Node name -> the builder call that made it, for error messages.
     origins: dict[str, str]
 
@@ -127,11 +130,14 @@ def lower(builder: BuilderCore, outputs: Mapping[str, Operand]) -> LoweredGraph:
 
     initializers: list[TensorProto] = []
     large: dict[str, np.ndarray] = {}
+    bound_constants: dict[str, np.ndarray] = {}
     for name, arr in builder.constants.items():
         if name not in needed:
             continue
         if arr.nbytes <= builder.EMBED_LIMIT:
             initializers.append(numpy_helper.from_array(arr, name))
+        elif name not in builder.constant_required:
+            bound_constants[name] = arr
         else:
             large[name] = arr
             initializers.append(
@@ -144,6 +150,9 @@ def lower(builder: BuilderCore, outputs: Mapping[str, Operand]) -> LoweredGraph:
 
     graph_inputs = [_value_info(n, d) for n, d in inputs.items()]
     graph_inputs += [_value_info(n, ref.descriptor) for n, ref in bound.items()]
+    graph_inputs += [
+        _value_info(n, TensorDescriptor(str(a.dtype), a.shape)) for n, a in bound_constants.items()
+    ]
     out_desc = {name: op.descriptor for name, op in outputs.items()}
     graph = helper.make_graph(
         nodes,
@@ -159,4 +168,6 @@ def lower(builder: BuilderCore, outputs: Mapping[str, Operand]) -> LoweredGraph:
         producer_name="pullweights",
     )
     builder._built = True
-    return LoweredGraph(model, inputs, out_desc, bound, declared, large, dict(builder.origins))
+    return LoweredGraph(
+        model, inputs, out_desc, bound, declared, large, bound_constants, dict(builder.origins)
+    )
