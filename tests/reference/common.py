@@ -25,11 +25,16 @@ _LINEAR_ROW_CHUNK = 16384
 
 
 def linear(x: F64, weight: F32, bias: F32 | None = None) -> F64:
-    """``x @ weight.T (+ bias)`` in float64, ``weight`` in GGUF/PyTorch layout ``(out, in)``."""
+    """``x @ weight.T (+ bias)`` in float64, ``weight`` in GGUF/PyTorch layout ``(out, in)``.
+
+    Uses ``einsum`` without BLAS on purpose: a fixed summation order (results do not depend
+    on BLAS threads) and no OpenBLAS spin-waiting, which on a busy 2-core machine made
+    small float64 matmuls ~50x slower.
+    """
     out = np.empty((x.shape[0], weight.shape[0]), dtype=np.float64)
     for start in range(0, weight.shape[0], _LINEAR_ROW_CHUNK):
         chunk = weight[start : start + _LINEAR_ROW_CHUNK].astype(np.float64)
-        out[:, start : start + chunk.shape[0]] = x @ chunk.T
+        out[:, start : start + chunk.shape[0]] = np.einsum("ij,kj->ik", x, chunk, optimize=False)
     if bias is not None:
         out += bias.astype(np.float64)
     return out
@@ -51,14 +56,20 @@ def silu(x: F64) -> F64:
 
 def gelu_tanh(x: F64) -> F64:
     """GELU with the tanh approximation (HF ``gelu_pytorch_tanh``, ggml ``gelu``)."""
-    return 0.5 * x * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (x + 0.044715 * x**3)))
+    inner = np.sqrt(2.0 / np.pi) * (x + 0.044715 * x * x * x)
+    out: F64 = 0.5 * x * (1.0 + np.tanh(inner))
+    return out
 
 
 def rope_angles(
-    n_positions: int, n_rot: int, base: float, *, position_scale: float = 1.0,
+    n_positions: int,
+    n_rot: int,
+    base: float,
+    *,
+    position_scale: float = 1.0,
     freq_factors: F32 | None = None,
 ) -> F64:
-    """Rotation angles ``(n_positions, n_rot // 2)``: ``pos * scale * base^(-2i/n_rot) / factor_i``."""
+    """Angles ``(n_positions, n_rot // 2)``: ``pos * scale * base^(-2i/n_rot) / factor_i``."""
     inv_freq = base ** (-np.arange(0, n_rot, 2, dtype=np.float64) / n_rot)
     if freq_factors is not None:
         inv_freq = inv_freq / freq_factors.astype(np.float64)
@@ -122,5 +133,5 @@ def attention(q: F64, k: F64, v: F64, mask: Bool, scale: float) -> F64:
     scores -= scores.max(axis=-1, keepdims=True)
     probs = np.exp(scores)
     probs /= probs.sum(axis=-1, keepdims=True)
-    out = np.einsum("hqk,khd->qhd", probs, v)
+    out: F64 = np.einsum("hqk,khd->qhd", probs, v)
     return out.reshape(out.shape[0], -1)

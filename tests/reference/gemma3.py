@@ -26,17 +26,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .common import (
-    F64,
-    apply_rope,
-    attention,
-    causal_mask,
-    gelu_tanh,
-    linear,
-    rms_norm,
-    rope_angles,
-)
+from .common import F64, apply_rope, attention, causal_mask, rms_norm, rope_angles
 from .gguf_model import GGUFModel
+from .numerics import EXACT, Numerics
 
 SLIDING_WINDOW_PATTERN = 6
 SLIDING_ROPE_BASE = 10000.0
@@ -92,6 +84,7 @@ def forward(
     model: GGUFModel,
     token_ids: Sequence[int],
     *,
+    numerics: Numerics = EXACT,
     last_only: bool = False,
     hidden_states: list[F64] | None = None,
 ) -> F64:
@@ -100,6 +93,7 @@ def forward(
     ``hidden_states``, when given, receives the scaled embeddings and each block's output.
     """
     cfg = Gemma3Config.from_model(model)
+    lin = numerics.linear
     seq = len(token_ids)
     embd = model.tensor("token_embd.weight")
     x = embd[np.asarray(token_ids)].astype(np.float64) * np.sqrt(float(cfg.hidden))
@@ -118,25 +112,27 @@ def forward(
             (global_angles, global_mask) if cfg.is_global(i) else (local_angles, local_mask)
         )
         h = rms_norm(x, model.tensor(p + "attn_norm.weight"), cfg.eps)
-        q = linear(h, model.tensor(p + "attn_q.weight")).reshape(seq, cfg.n_head, -1)
-        k = linear(h, model.tensor(p + "attn_k.weight")).reshape(seq, cfg.n_kv, -1)
-        v = linear(h, model.tensor(p + "attn_v.weight")).reshape(seq, cfg.n_kv, -1)
-        q = apply_rope(rms_norm(q, model.tensor(p + "attn_q_norm.weight"), cfg.eps), angles, "neox")
-        k = apply_rope(rms_norm(k, model.tensor(p + "attn_k_norm.weight"), cfg.eps), angles, "neox")
-        a = linear(attention(q, k, v, mask, scale), model.tensor(p + "attn_output.weight"))
+        q = lin(model, h, p + "attn_q.weight").reshape(seq, cfg.n_head, -1)
+        k = lin(model, h, p + "attn_k.weight").reshape(seq, cfg.n_kv, -1)
+        v = lin(model, h, p + "attn_v.weight").reshape(seq, cfg.n_kv, -1)
+        q = rms_norm(q, model.tensor(p + "attn_q_norm.weight"), cfg.eps)
+        k = rms_norm(k, model.tensor(p + "attn_k_norm.weight"), cfg.eps)
+        q = apply_rope(q, angles, "neox")
+        k = apply_rope(k, angles, "neox")
+        a = lin(model, attention(q, k, v, mask, scale), p + "attn_output.weight")
         x = x + rms_norm(a, model.tensor(p + "post_attention_norm.weight"), cfg.eps)
         h = rms_norm(x, model.tensor(p + "ffn_norm.weight"), cfg.eps)
-        gate = linear(h, model.tensor(p + "ffn_gate.weight"))
-        up = linear(h, model.tensor(p + "ffn_up.weight"))
-        f = linear(gelu_tanh(gate) * up, model.tensor(p + "ffn_down.weight"))
+        gate = lin(model, h, p + "ffn_gate.weight")
+        up = lin(model, h, p + "ffn_up.weight")
+        f = lin(model, numerics.gelu_tanh(gate) * up, p + "ffn_down.weight")
         x = x + rms_norm(f, model.tensor(p + "post_ffw_norm.weight"), cfg.eps)
         if hidden_states is not None:
             hidden_states.append(x)
     if last_only:
         x = x[-1:]
     x = rms_norm(x, model.tensor("output_norm.weight"), cfg.eps)
-    head = model.optional("output.weight")
-    logits = linear(x, head if head is not None else embd)
+    head = "output.weight" if model.optional("output.weight") is not None else "token_embd.weight"
+    logits = lin(model, x, head)
     if cfg.final_logit_softcapping is not None:
         cap = cfg.final_logit_softcapping
         logits = np.tanh(logits / cap) * cap

@@ -16,18 +16,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .common import (
-    F64,
-    RopeStyle,
-    apply_rope,
-    attention,
-    causal_mask,
-    linear,
-    rms_norm,
-    rope_angles,
-    silu,
-)
+from .common import F64, RopeStyle, apply_rope, attention, causal_mask, rms_norm, rope_angles, silu
 from .gguf_model import GGUFModel
+from .numerics import EXACT, Numerics
 
 
 @dataclass(frozen=True)
@@ -75,6 +66,7 @@ def decoder_forward(
     token_ids: Sequence[int],
     rope_style: RopeStyle,
     *,
+    numerics: Numerics = EXACT,
     last_only: bool = False,
     hidden_states: list[F64] | None = None,
 ) -> F64:
@@ -83,10 +75,14 @@ def decoder_forward(
     ``hidden_states``, when given, receives the embeddings and each block's output.
     """
     cfg = LlamaConfig.from_model(model)
+    lin = numerics.linear
     seq = len(token_ids)
     x = model.tensor("token_embd.weight")[np.asarray(token_ids)].astype(np.float64)
     angles = rope_angles(
-        seq, cfg.n_rot, cfg.rope_base, position_scale=cfg.rope_position_scale,
+        seq,
+        cfg.n_rot,
+        cfg.rope_base,
+        position_scale=cfg.rope_position_scale,
         freq_factors=model.optional("rope_freqs.weight"),
     )
     mask = causal_mask(seq)
@@ -96,35 +92,40 @@ def decoder_forward(
     for i in range(cfg.n_layers):
         p = f"blk.{i}."
         h = rms_norm(x, model.tensor(p + "attn_norm.weight"), cfg.eps)
-        q = linear(h, model.tensor(p + "attn_q.weight"), model.optional(p + "attn_q.bias"))
-        k = linear(h, model.tensor(p + "attn_k.weight"), model.optional(p + "attn_k.bias"))
-        v = linear(h, model.tensor(p + "attn_v.weight"), model.optional(p + "attn_v.bias"))
-        q = apply_rope(q.reshape(seq, cfg.n_head, -1), angles, rope_style)
-        k = apply_rope(k.reshape(seq, cfg.n_kv, -1), angles, rope_style)
-        a = attention(q, k, v.reshape(seq, cfg.n_kv, -1), mask, scale)
-        x = x + linear(a, model.tensor(p + "attn_output.weight"),
-                       model.optional(p + "attn_output.bias"))
+        q = lin(model, h, p + "attn_q.weight", p + "attn_q.bias").reshape(seq, cfg.n_head, -1)
+        k = lin(model, h, p + "attn_k.weight", p + "attn_k.bias").reshape(seq, cfg.n_kv, -1)
+        v = lin(model, h, p + "attn_v.weight", p + "attn_v.bias").reshape(seq, cfg.n_kv, -1)
+        q = apply_rope(q, angles, rope_style)
+        k = apply_rope(k, angles, rope_style)
+        a = attention(q, k, v, mask, scale)
+        x = x + lin(model, a, p + "attn_output.weight", p + "attn_output.bias")
         h = rms_norm(x, model.tensor(p + "ffn_norm.weight"), cfg.eps)
-        gate = linear(h, model.tensor(p + "ffn_gate.weight"))
-        up = linear(h, model.tensor(p + "ffn_up.weight"))
-        x = x + linear(silu(gate) * up, model.tensor(p + "ffn_down.weight"))
+        gate = lin(model, h, p + "ffn_gate.weight")
+        up = lin(model, h, p + "ffn_up.weight")
+        x = x + lin(model, silu(gate) * up, p + "ffn_down.weight")
         if hidden_states is not None:
             hidden_states.append(x)
     if last_only:
         x = x[-1:]
     x = rms_norm(x, model.tensor("output_norm.weight"), cfg.eps)
-    head = model.optional("output.weight")
-    return linear(x, head if head is not None else model.tensor("token_embd.weight"))
+    head = "output.weight" if model.optional("output.weight") is not None else "token_embd.weight"
+    return lin(model, x, head)
 
 
 def forward(
     model: GGUFModel,
     token_ids: Sequence[int],
     *,
+    numerics: Numerics = EXACT,
     last_only: bool = False,
     hidden_states: list[F64] | None = None,
 ) -> F64:
     """Logits of a ``llama`` GGUF: interleaved RoPE on the converter-permuted Q/K."""
     return decoder_forward(
-        model, token_ids, "interleaved", last_only=last_only, hidden_states=hidden_states
+        model,
+        token_ids,
+        "interleaved",
+        numerics=numerics,
+        last_only=last_only,
+        hidden_states=hidden_states,
     )

@@ -14,12 +14,14 @@ from collections.abc import Sequence
 from .common import F64
 from .gguf_model import GGUFModel
 from .llama import decoder_forward
+from .numerics import EXACT, Numerics
 
 
 def forward(
     model: GGUFModel,
     token_ids: Sequence[int],
     *,
+    numerics: Numerics = EXACT,
     last_only: bool = False,
     hidden_states: list[F64] | None = None,
 ) -> F64:
@@ -27,5 +29,10 @@ def forward(
     if model.optional("blk.0.attn_q.bias") is None:
         raise KeyError(f"{model.path}: qwen2 file without blk.0.attn_q.bias")
     return decoder_forward(
-        model, token_ids, "neox", last_only=last_only, hidden_states=hidden_states
+        model,
+        token_ids,
+        "neox",
+        numerics=numerics,
+        last_only=last_only,
+        hidden_states=hidden_states,
     )
