@@ -14,6 +14,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
+from typing import Any
 
 from gguf.constants import (
     GGML_QUANT_SIZES,
@@ -261,7 +262,9 @@ def _is_url(text: str) -> bool:
     return text[:8].lower().startswith(("http://", "https://"))
 
 
-async def open_model_source(model: ModelSpec) -> ByteSource:
+async def open_model_source(
+    model: ModelSpec, *, remote_dir: str | os.PathLike[str] | None = None, **http_options: Any
+) -> ByteSource:
     """Open the bytes ``model`` names; the one place that decides what a model string means.
 
     - a :class:`ByteSource`: returned as it is;
@@ -269,11 +272,15 @@ async def open_model_source(model: ModelSpec) -> ByteSource:
       path: its part files, read in place;
     - a path: a :class:`FileSource`; several paths: a :class:`ConcatSource` of the parts
       in order (no assembled copy is made);
-    - an ``http://`` / ``https://`` URL: not supported yet.
+    - an ``http://`` / ``https://`` URL: a :class:`~pullweights.sources.remote.RemoteSource`
+      whose header and identity are remembered in ``remote_dir`` (when given), so a model
+      opened before opens again without the network; ``http_options`` go to
+      :meth:`~pullweights.sources.http.HttpSource.open`.
 
     Raises:
         SourceError: a file cannot be opened, or an installed model's package is missing.
-        UnsupportedError: a URL.
+        FetchError: a URL cannot be opened.
+        UnsupportedError: several URLs.
     """
     if isinstance(model, ByteSource):
         return model
@@ -283,9 +290,13 @@ async def open_model_source(model: ModelSpec) -> ByteSource:
         paths = list(model)
         if not paths:
             raise UnsupportedError("no model given: the list of part paths is empty")
-    for path in paths:
-        if isinstance(path, str) and _is_url(path):
-            raise UnsupportedError(f"{path}: URLs are not supported yet; download the file")
+    urls = [p for p in paths if isinstance(p, str) and _is_url(p)]
+    if urls:
+        if len(paths) != 1:
+            raise UnsupportedError("a model given as URLs must be one URL (no remote parts)")
+        from pullweights.sources.remote import RemoteSource
+
+        return await RemoteSource.open(urls[0], remote_dir, **http_options)
     if len(paths) == 1:
         only = paths[0]
         if isinstance(only, str) and only in INSTALLED_MODELS and not os.path.exists(only):
@@ -295,7 +306,9 @@ async def open_model_source(model: ModelSpec) -> ByteSource:
     return ConcatSource.from_paths(paths)
 
 
-async def open_gguf(model: ModelSpec) -> GGUFFile:
+async def open_gguf(
+    model: ModelSpec, *, remote_dir: str | os.PathLike[str] | None = None, **http_options: Any
+) -> GGUFFile:
     """Open a GGUF file from a path, part paths, an installed model name or a source.
 
     Only the header is read. The returned file closes the source it opened when it is
@@ -311,10 +324,14 @@ async def open_gguf(model: ModelSpec) -> GGUFFile:
         FormatError, UnsupportedError, SourceError: see :meth:`GGUFFile.open` and
         :func:`open_model_source`.
     """
-    source = await open_model_source(model)
+    source = await open_model_source(model, remote_dir=remote_dir, **http_options)
     owns = source is not model
     try:
-        return GGUFFile(source, await read_header(source), owns_source=owns)
+        gguf = GGUFFile(source, await read_header(source), owns_source=owns)
+        remember = getattr(source, "remember_header", None)
+        if remember is not None:
+            await remember(gguf.data_offset)
+        return gguf
     except BaseException:
         if owns:
             await source.aclose()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 from types import TracebackType
+from typing import Self
 
 from pullweights.errors import SourceError
 
@@ -54,7 +55,7 @@ class ByteSource(abc.ABC):
     async def aclose(self) -> None:
         """Release file handles, maps and connections. Safe to call twice."""
 
-    async def __aenter__(self) -> ByteSource:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import socket
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from gguf import GGUFReader
 from gguf.constants import GGMLQuantizationType, GGUFValueType
 
 from pullweights.descriptor import TensorDescriptor
-from pullweights.errors import SourceError, UnsupportedError
+from pullweights.errors import FetchError, SourceError, UnsupportedError
 from pullweights.gguf import GGUFFile, open_gguf
 from pullweights.gguf.header import INITIAL_WINDOW, MAX_WINDOW
 from pullweights.sources import ByteSource, ConcatSource, FileSource, MemorySource
@@ -224,12 +225,17 @@ async def test_open_gguf_accepts_paths_parts_and_sources(
         assert await passed_in.read(0, 4) == b"GGUF"  # a source passed in stays open
 
 
-async def test_open_gguf_rejects_urls_and_missing_files(tmp_path: Path) -> None:
-    for url in ("https://example.com/m.gguf", "HTTP://example.com/m.gguf"):
-        with pytest.raises(UnsupportedError, match="URLs are not supported"):
-            await open_gguf(url)
-    with pytest.raises(UnsupportedError, match="URLs"):
-        await open_gguf([str(tmp_path / "a"), "http://example.com/part1"])
+async def test_open_gguf_rejects_remote_parts_unreachable_urls_and_missing_files(
+    tmp_path: Path,
+) -> None:
+    with socket.socket() as s:  # a loopback port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    for url in (f"http://127.0.0.1:{port}/m.gguf", f"HTTP://127.0.0.1:{port}/m.gguf"):
+        with pytest.raises(FetchError):
+            await open_gguf(url, retries=0, connect_timeout=2.0)
+    with pytest.raises(UnsupportedError, match="URL"):
+        await open_gguf([str(tmp_path / "a"), f"http://127.0.0.1:{port}/part1"])
     with pytest.raises(SourceError, match="cannot open"):
         await open_gguf(tmp_path / "missing.gguf")
     with pytest.raises(UnsupportedError, match="empty"):

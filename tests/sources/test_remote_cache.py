@@ -1,0 +1,126 @@
+"""A remote GGUF loaded once is loaded again with no network request and no private copy."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import gguf
+import numpy as np
+import pytest
+from aiohttp import web
+
+import pullweights as pw
+from pullweights.errors import RemoteChangedError
+from pullweights.gguf import open_gguf
+from pullweights.memstats import MemoryMonitor, snapshot
+
+MIB = 1024 * 1024
+N = 1024  # four 1024 x 1024 fp32 tensors: 16 MiB of weights
+
+
+class CountingServer:
+    """Serves a directory on 127.0.0.1 and records every request's Range header."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.requests: list[str | None] = []
+        self.url = ""
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        @web.middleware
+        async def count(request: web.Request, handler: web.RequestHandler) -> web.StreamResponse:
+            self.requests.append(request.headers.get("Range"))
+            return await handler(request)
+
+        app = web.Application(middlewares=[count])
+        app.router.add_static("/", self.root)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"http://127.0.0.1:{port}"
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+
+@pytest.fixture
+async def server(tmp_path: Path) -> AsyncIterator[CountingServer]:
+    root = tmp_path / "www"
+    root.mkdir()
+    writer = gguf.GGUFWriter(str(root / "model.gguf"), "test")
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        writer.add_tensor(f"w{i}", (rng.standard_normal((N, N)) / 32).astype(np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    srv = CountingServer(root)
+    await srv.start()
+    yield srv
+    await srv.stop()
+
+
+async def _load(url: str, cache_dir: Path) -> tuple[dict[str, np.ndarray], pw.Graph]:
+    ctx = pw.create_context(cache_dir=cache_dir)
+    model = await open_gguf(url, remote_dir=cache_dir / "remote", retries=0)
+    b = pw.GraphBuilder(ctx)
+    h = b.input("x", pw.TensorDescriptor("float32", [1, N]))
+    for i in range(4):
+        ref = model.tensor(f"w{i}").payload().ref()
+        h = b.matmul(h, b.input(f"w{i}", ref.descriptor, weight=ref))
+    graph = await b.build({"y": h})
+    out = await graph.compute({"x": np.ones((1, N), np.float32)})
+    await model.aclose()
+    return out, graph
+
+
+async def test_second_remote_load_uses_no_network_and_no_private_memory(
+    server: CountingServer, tmp_path: Path
+) -> None:
+    url = f"{server.url}/model.gguf"
+    cache_dir = tmp_path / "cache"
+    first, graph = await _load(url, cache_dir)
+    del graph
+    assert len(server.requests) > 4  # the header and every tensor came over HTTP
+
+    seen = len(server.requests)
+    before = snapshot()
+    with MemoryMonitor(interval=0.005) as mon:
+        second, graph = await _load(url, cache_dir)
+    assert server.requests[seen:] == []  # not a single request
+    np.testing.assert_array_equal(first["y"], second["y"])
+    weight_bytes = 4 * N * N * 4
+    growth = mon.peak_anonymous - before.anonymous
+    assert growth < 0.10 * weight_bytes, f"private memory grew {growth / MIB:.1f} MiB"
+
+    # The result is right: numpy on the file the server holds.
+    reader = gguf.GGUFReader(str(server.root / "model.gguf"))
+    expect = np.ones((1, N), np.float32)
+    for t in reader.tensors:
+        expect = expect @ np.asarray(t.data).reshape(N, N)
+    np.testing.assert_allclose(second["y"], expect, rtol=1e-4, atol=1e-4)
+
+
+async def test_changed_remote_object_is_refused(server: CountingServer, tmp_path: Path) -> None:
+    url = f"{server.url}/model.gguf"
+    cache_dir = tmp_path / "cache"
+    model = await open_gguf(url, remote_dir=cache_dir / "remote", retries=0)
+    await model.aclose()
+    # The file changes on the server (new size and mtime): the recorded header still opens,
+    # but a byte that must come from the network is refused rather than mixed.
+    with open(server.root / "model.gguf", "ab") as f:
+        f.write(b"\0" * 64)
+    model = await open_gguf(url, remote_dir=cache_dir / "remote", retries=0)
+    ctx = pw.create_context(cache_dir=cache_dir)
+    b = pw.GraphBuilder(ctx)
+    ref = model.tensor("w0").payload().ref()
+    x = b.input("x", pw.TensorDescriptor("float32", [1, N]))
+    with pytest.raises(RemoteChangedError, match="changed since it was cached"):
+        await b.build({"y": b.matmul(x, b.input("w0", ref.descriptor, weight=ref))})
+    await model.aclose()
