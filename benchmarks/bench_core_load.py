@@ -55,8 +55,12 @@ def prepare(directory: Path, layers: int) -> None:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)], ir_version=10)
     onnx.save_model(model, directory / "embedded.onnx")
     onnx.save_model(
-        model, directory / "external.onnx", save_as_external_data=True,
-        all_tensors_to_one_file=True, location="external.bin", size_threshold=0,
+        model,
+        directory / "external.onnx",
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location="external.bin",
+        size_threshold=0,
     )
 
 
@@ -73,6 +77,7 @@ def child(method: str, directory: Path, layers: int) -> dict[str, float]:
     start = time.perf_counter()
     with mon:
         if method == "pullweights":
+
             async def run() -> None:
                 src = pw.FileSource(directory / "weights.bin")
                 b = pw.GraphBuilder(pw.create_context(cache_dir=None))
@@ -102,7 +107,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--child", choices=METHODS)
     parser.add_argument("--dir", type=Path)
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "core_load.json")
+    parser.add_argument(
+        "--out", type=Path, default=Path(__file__).parent / "results" / "core_load.json"
+    )
     args = parser.parse_args()
     layers = max(1, args.mib // 64)
     if args.child:
@@ -114,24 +121,46 @@ def main() -> None:
         runs: dict[str, list[dict[str, float]]] = {m: [] for m in METHODS}
         for _ in range(args.repeats):
             for method in METHODS:
-                cmd = [sys.executable, "-m", "benchmarks.bench_core_load", "--child", method,
-                       "--dir", str(directory), "--mib", str(args.mib)]
-                out = subprocess.run(cmd, capture_output=True, text=True, check=True,
-                                     cwd=Path(__file__).parent.parent)
+                cmd = [
+                    sys.executable,
+                    "-m",
+                    "benchmarks.bench_core_load",
+                    "--child",
+                    method,
+                    "--dir",
+                    str(directory),
+                    "--mib",
+                    str(args.mib),
+                ]
+                out = subprocess.run(
+                    cmd,
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                    cwd=Path(__file__).parent.parent,
+                )
                 runs[method].append(json.loads(out.stdout.strip().splitlines()[-1]))
     medians = {m: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for m, rs in runs.items()}
     base = medians["ort-embedded"]
-    print(f"\n{layers * 64} MiB fp32 weights, median of {args.repeats} interleaved runs "
-          f"({os.cpu_count()} CPUs)\n")
-    print("| method | time to ready (s) | peak RSS (MiB) | peak private (MiB) | "
-          "private vs ort-embedded |")
+    print(
+        f"\n{layers * 64} MiB fp32 weights, median of {args.repeats} interleaved runs "
+        f"({os.cpu_count()} CPUs)\n"
+    )
+    print(
+        "| method | time to ready (s) | peak RSS (MiB) | peak private (MiB) | "
+        "private vs ort-embedded |"
+    )
     print("|---|---|---|---|---|")
     for method, m in medians.items():
         ratio = m["peak_private_mib"] / base["peak_private_mib"]
-        print(f"| {method} | {m['time_to_ready_s']:.3f} | {m['peak_rss_mib']:.0f} | "
-              f"{m['peak_private_mib']:.1f} | {ratio:.3f} |")
+        print(
+            f"| {method} | {m['time_to_ready_s']:.3f} | {m['peak_rss_mib']:.0f} | "
+            f"{m['peak_private_mib']:.1f} | {ratio:.3f} |"
+        )
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"mib": layers * 64, "runs": runs, "medians": medians}, indent=2))
+    args.out.write_text(
+        json.dumps({"mib": layers * 64, "runs": runs, "medians": medians}, indent=2)
+    )
 
 
 if __name__ == "__main__":

@@ -1,1 +1,114 @@
-"""Model builders: real LLMs assembled from GGUF metadata with the pullweights builder."""
+"""Model builders: real LLMs assembled from GGUF metadata with the pullweights builder.
+
+One file per architecture (:mod:`loaders.llama`, :mod:`loaders.qwen2`,
+:mod:`loaders.gemma3`), each with the same skeleton (config from metadata, blocks,
+graph), registered here by ``general.architecture``.
+
+Example::
+
+    model = await load_model("gemma3-270m")
+    async for text in generate(model, "The capital of France is", SamplingParams(max_tokens=20)):
+        print(text, end="")
+"""
+
+from __future__ import annotations
+
+from loaders.blocks import Architecture
+from loaders.config import DEFAULT_CONTEXT, ModelConfig
+from loaders.gemma3 import GEMMA3
+from loaders.generate import GenerationStats, encode_prompt, generate, generate_tokens
+from loaders.llama import LLAMA
+from loaders.model import LanguageModel, LoadStats, build_model
+from loaders.qwen2 import QWEN2
+from loaders.sampling import SamplingParams
+from pullweights.context import Context, create_context
+from pullweights.errors import UnsupportedError
+from pullweights.gguf.reader import GGUFFile, ModelSpec, open_gguf
+from pullweights.loader import ProgressCallback
+
+__all__ = [
+    "ARCHITECTURES",
+    "DEFAULT_CONTEXT",
+    "Architecture",
+    "GenerationStats",
+    "LanguageModel",
+    "LoadStats",
+    "ModelConfig",
+    "SamplingParams",
+    "architecture_for",
+    "encode_prompt",
+    "generate",
+    "generate_tokens",
+    "load_model",
+]
+
+#: Architectures by ``general.architecture`` (aliases included).
+ARCHITECTURES: dict[str, Architecture] = {
+    name: arch for arch in (LLAMA, QWEN2, GEMMA3) for name in (arch.name, *arch.aliases)
+}
+
+
+def architecture_for(name: str) -> Architecture:
+    """The registered architecture called ``name``.
+
+    Raises:
+        UnsupportedError: no architecture file handles ``name``.
+    """
+    try:
+        return ARCHITECTURES[name]
+    except KeyError:
+        raise UnsupportedError(
+            f"architecture {name!r} is not supported; supported: {', '.join(sorted(ARCHITECTURES))}"
+        ) from None
+
+
+async def load_model(
+    model: ModelSpec | GGUFFile,
+    *,
+    context: Context | None = None,
+    context_length: int | None = None,
+    accuracy_level: int | None = None,
+    progress: ProgressCallback | None = None,
+) -> LanguageModel:
+    """Open a GGUF model, build its decoder graph, pull its weights and compile.
+
+    Args:
+        model: a path, part paths in order, an installed model name (``"gemma3-270m"``),
+            a URL (its header is remembered under the cache directory, its weights go
+            to the weight cache), a byte source, or an open :class:`GGUFFile`.
+        context: where to compile and run (policy, threads, weight cache); default
+            :func:`pullweights.create_context`.
+        context_length: positions the KV cache holds (default
+            :data:`DEFAULT_CONTEXT`, at most the model's training context).
+        accuracy_level: ``MatMulNBits`` accuracy level (default: 4, int8 activations;
+            0 computes with exact float activations).
+        progress: called with a :class:`~pullweights.loader.LoadEvent` per weight pulled.
+
+    Raises:
+        UnsupportedError: an architecture or tensor type that is not handled.
+        FormatError: metadata or tensors the architecture needs are missing or malformed.
+        SourceError: the file cannot be read.
+    """
+    if isinstance(model, GGUFFile):
+        return await _load(model, context, context_length, accuracy_level, progress)
+    context = context or create_context()
+    remote_dir = None if context.cache_dir is None else context.cache_dir / "remote"
+    async with await open_gguf(model, remote_dir=remote_dir) as gguf:
+        return await _load(gguf, context, context_length, accuracy_level, progress)
+
+
+async def _load(
+    gguf: GGUFFile,
+    context: Context | None,
+    context_length: int | None,
+    accuracy_level: int | None,
+    progress: ProgressCallback | None,
+) -> LanguageModel:
+    return await build_model(
+        gguf,
+        architecture_for(gguf.architecture),
+        context=context,
+        context_length=context_length,
+        accuracy_level=accuracy_level,
+        progress=progress,
+    )

@@ -1,0 +1,210 @@
+"""A loaded language model: its compiled decoder graph, tokenizer and KV cache.
+
+The KV cache is one pair of :class:`~pullweights.tensor.Tensor` per layer, allocated once
+at ``float32[1, kv_heads, context, head_dim]`` (zero pages: memory is only touched as
+positions fill) and bound as both the ``past_*`` inputs and the ``present_*`` outputs of
+every step, so ``GroupQueryAttention`` appends the new rows in place. A step takes any
+number of new tokens: the prompt in one step, then one token per step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+import numpy.typing as npt
+from gguf import GGMLQuantizationType
+
+from loaders.blocks import Architecture, DecoderInputs
+from loaders.config import DEFAULT_CONTEXT, ModelConfig
+from loaders.tokenizer import Tokenizer
+from loaders.weights import WeightMap
+from pullweights.cache import WeightCache
+from pullweights.context import Context, create_context
+from pullweights.descriptor import TensorDescriptor
+from pullweights.errors import ComputeError, FormatError, GraphError
+from pullweights.gguf.reader import GGUFFile
+from pullweights.graph.builder import GraphBuilder
+from pullweights.graph.compiled import Graph
+from pullweights.loader import ProgressCallback
+from pullweights.tensor import Tensor
+
+__all__ = ["LanguageModel", "LoadStats", "build_model"]
+
+
+@dataclass(frozen=True)
+class LoadStats:
+    """What loading cost: wall time and how many transformed weights the cache served."""
+
+    seconds: float
+    payloads: int
+    transformed: int
+    cache_hits: int
+
+
+class LanguageModel:
+    """A decoder-only LLM ready to run. Create with :func:`loaders.load_model`.
+
+    Attributes:
+        config: the model's hyper-parameters.
+        tokenizer: its tokenizer (from the GGUF metadata).
+        metadata: the GGUF metadata (names, chat template) without its long arrays (the
+            vocabulary lives in the tokenizer).
+        context: positions the KV cache holds; prompt plus generated tokens must fit.
+        position: tokens currently in the KV cache.
+        graph: the compiled decoder graph.
+        stats: what loading cost.
+    """
+
+    def __init__(
+        self,
+        *,
+        config: ModelConfig,
+        tokenizer: Tokenizer,
+        metadata: dict[str, object],
+        graph: Graph,
+        cache_descriptor: TensorDescriptor,
+        stats: LoadStats,
+    ) -> None:
+        self.config = config
+        self.tokenizer = tokenizer
+        self.metadata = metadata
+        self.graph = graph
+        self.stats = stats
+        self.context = cache_descriptor.static_shape[2]
+        self.position = 0
+        self._caches = {
+            f"{kind}.{layer}": Tensor.create(cache_descriptor)
+            for layer in range(config.n_layers)
+            for kind in ("key", "value")
+        }
+        self._inputs = {f"past_{name}": t for name, t in self._caches.items()}
+        self._outputs = {f"present_{name}": t for name, t in self._caches.items()}
+        self._lock = asyncio.Lock()
+
+    @property
+    def kv_cache_bytes(self) -> int:
+        """Bytes reserved by the KV cache (only touched pages use memory)."""
+        return sum(t.descriptor.nbytes for t in self._caches.values())
+
+    def reset(self) -> None:
+        """Forget every cached position (the next step is a new prompt)."""
+        self.position = 0
+
+    async def forward(
+        self, token_ids: Sequence[int] | npt.NDArray[np.integer], *, all_logits: bool = False
+    ) -> npt.NDArray[np.float32]:
+        """Append ``token_ids`` to the cache and return logits.
+
+        Returns:
+            ``float32[1, vocab]`` for the last token, or ``[len(token_ids), vocab]`` with
+            ``all_logits``.
+
+        Raises:
+            ComputeError: no tokens, an id outside the vocabulary, or more tokens than
+                the context has room for.
+        """
+        ids = np.asarray(token_ids, dtype=np.int64).reshape(-1)
+        n = int(ids.size)
+        if n == 0:
+            raise ComputeError("forward: no tokens given (the prompt is empty)")
+        if int(ids.min()) < 0 or int(ids.max()) >= self.config.vocab_size:
+            raise ComputeError(
+                f"forward: token ids must lie in [0, {self.config.vocab_size}), "
+                f"got {int(ids.min())}..{int(ids.max())}"
+            )
+        async with self._lock:
+            total = self.position + n
+            if total > self.context:
+                raise ComputeError(
+                    f"forward: {n} tokens after {self.position} cached ones need {total} "
+                    f"positions; the context holds {self.context} (load with a larger "
+                    f"context_length, up to the model's {self.config.train_context})"
+                )
+            index = np.arange(n, dtype=np.int64) if all_logits else np.array([n - 1], np.int64)
+            inputs: dict[str, Tensor | np.ndarray] = {
+                "input_ids": ids,
+                "logits_index": index,
+                "seqlens_k": np.array([total - 1], dtype=np.int32),
+                "total_sequence_length": np.array(total, dtype=np.int32),
+                **self._inputs,
+            }
+            result = await self.graph.dispatch(inputs, self._outputs)
+            self.position = total
+        return result["logits"].view()
+
+
+async def build_model(
+    gguf: GGUFFile,
+    architecture: Architecture,
+    *,
+    context: Context | None = None,
+    context_length: int | None = None,
+    accuracy_level: int | None = None,
+    progress: ProgressCallback | None = None,
+) -> LanguageModel:
+    """Build, load and compile ``gguf`` as ``architecture`` (see :func:`loaders.load_model`)."""
+    start = time.perf_counter()
+    context = context or create_context()
+    vocab_size = gguf.tensor("token_embd.weight").shape[0]
+    config = architecture.config(gguf.metadata, vocab_size)
+    if "rope_freqs.weight" in gguf.tensors:
+        config = replace(config, rope_freq_factors=await _freq_factors(gguf, config))
+    length = min(context_length or DEFAULT_CONTEXT, config.train_context)
+    if length < 1:
+        raise GraphError(f"context_length must be >= 1, got {context_length}")
+    tokenizer_task = asyncio.ensure_future(
+        asyncio.to_thread(Tokenizer.from_gguf_metadata, gguf.metadata)
+    )
+    try:
+        builder = GraphBuilder(context)
+        weights = WeightMap(builder, gguf, accuracy_level=accuracy_level)
+        io = DecoderInputs.declare(builder, config, length)
+        logits = architecture.build(builder, weights, io)
+        payloads = {id(ref.payload): ref.payload for ref in builder.weights.values()}
+        transformed = [p for p in payloads.values() if p.transform is not None]
+        cache = context.cache
+        hits = sum(1 for p in transformed if isinstance(cache, WeightCache) and cache.contains(p))
+        graph = await builder.build({"logits": logits, **io.presents}, progress=progress)
+        tokenizer = await tokenizer_task
+    except BaseException:
+        tokenizer_task.cancel()
+        raise
+    model = LanguageModel(
+        config=config,
+        tokenizer=tokenizer,
+        metadata=_scalar_metadata(gguf.metadata),
+        graph=graph,
+        cache_descriptor=io.cache_descriptor,
+        stats=LoadStats(0.0, len(payloads), len(transformed), hits),
+    )
+    # One token through the graph, as llama.cpp's warm-up: onnxruntime's first run
+    # allocates and initializes (~0.2 s) and should not count as the first prompt's time.
+    await model.forward([0])
+    model.reset()
+    model.stats = replace(model.stats, seconds=time.perf_counter() - start)
+    return model
+
+
+async def _freq_factors(gguf: GGUFFile, config: ModelConfig) -> tuple[float, ...]:
+    """llama3's ``rope_freqs.weight``: one divisor per rotated pair (read at build time)."""
+    tensor = gguf.tensor("rope_freqs.weight")
+    if tensor.ggml_type != GGMLQuantizationType.F32 or tensor.shape != (config.head_dim // 2,):
+        raise FormatError(
+            f"rope_freqs.weight: {tensor.ggml_type.name}{list(tensor.shape)}, expected "
+            f"F32[{config.head_dim // 2}]"
+        )
+    data = await gguf.source.read(tensor.offset, tensor.nbytes)
+    return tuple(float(f) for f in np.frombuffer(data, dtype=np.float32))
+
+
+def _scalar_metadata(metadata: Mapping[str, object]) -> dict[str, object]:
+    """``metadata`` without arrays (token lists, scores, merges: tens of MB of objects)."""
+    return {
+        key: value
+        for key, value in metadata.items()
+        if not isinstance(value, (list, tuple, np.ndarray)) or len(value) <= 64
+    }
