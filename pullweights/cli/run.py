@@ -13,11 +13,9 @@ import sys
 import time
 from typing import Any
 
-from tqdm import tqdm
-
+from pullweights.cli.progress import load_progress_bar
 from pullweights.context import POLICIES, create_context
 from pullweights.gguf.installed import installed_model_names
-from pullweights.loader import LoadEvent
 from pullweights.memstats import MemoryMonitor
 
 __all__ = ["DEFAULT_MODEL", "add_parser", "run"]
@@ -65,21 +63,6 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.set_defaults(run=run)
 
 
-def _progress_bar(enabled: bool) -> tuple[Any, Any]:
-    """A tqdm bar over the bytes pulled, and the loader callback that drives it."""
-    if not enabled:
-        return None, None
-    bar = tqdm(total=0, unit="B", unit_scale=True, desc="loading", file=sys.stderr, leave=False)
-
-    def update(event: LoadEvent) -> None:
-        bar.total = event.bytes_total
-        bar.n = event.bytes_done
-        bar.set_postfix_str(f"{event.done}/{event.total} weights", refresh=False)
-        bar.refresh()
-
-    return bar, update
-
-
 async def run(args: argparse.Namespace) -> int:
     """Load the model, stream the completion to stdout, report to stderr.
 
@@ -105,7 +88,7 @@ async def run(args: argparse.Namespace) -> int:
     monitor = MemoryMonitor()
     with monitor:
         start = time.perf_counter()
-        bar, progress = _progress_bar(not args.no_progress and sys.stderr.isatty())
+        bar, progress = load_progress_bar(not args.no_progress and sys.stderr.isatty())
         try:
             llm = await load_model(
                 model,
