@@ -28,7 +28,9 @@ from typing import Any
 
 import numpy as np
 
-LLAMACPP_PYTHON = os.environ.get("LLAMACPP_PYTHON", "/work/llamacpp-venv/bin/python")
+LLAMACPP_PYTHON = os.environ.get(
+    "PULLWEIGHTS_LLAMACPP_PYTHON", "/work/llamacpp-venv/bin/python"
+)
 WORKER = Path(__file__).with_name("llamacpp_worker.py")
 RESULTS = Path(__file__).with_name("results")
 
