@@ -119,7 +119,9 @@ class WeightLoader:
         if self.cache is not None:
             async with self.cache.writer(payload) as w:
                 out = w.array("data")
-                await payload.source.read_into(payload.offset, memoryview(out.reshape(-1)).cast("B"))
+                view = memoryview(out.reshape(-1)).cast("B")
+                await payload.source.read_into(payload.offset, view)
+                del view
                 del out
             assert w.result is not None
             return dict(w.result)

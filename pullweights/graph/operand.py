@@ -8,7 +8,7 @@ from pullweights.descriptor import Shape, TensorDescriptor
 from pullweights.dtypes import DataType
 
 if TYPE_CHECKING:
-    from pullweights.graph.builder import GraphBuilder
+    from pullweights.graph.core import BuilderCore
 
 __all__ = ["Operand"]
 
@@ -20,7 +20,7 @@ class Operand:
     __slots__ = ("builder", "descriptor", "name", "origin")
 
     def __init__(
-        self, builder: GraphBuilder, name: str, descriptor: TensorDescriptor, origin: str
+        self, builder: BuilderCore, name: str, descriptor: TensorDescriptor, origin: str
     ) -> None:
         self.builder = builder
         self.name = name

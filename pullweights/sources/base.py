@@ -52,7 +52,7 @@ class ByteSource(abc.ABC):
                 f"source of {self.size} bytes"
             )
 
-    async def aclose(self) -> None:
+    async def aclose(self) -> None:  # noqa: B027 - optional hook, nothing to release here
         """Release file handles, maps and connections. Safe to call twice."""
 
     async def __aenter__(self) -> Self:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
 from pathlib import Path
@@ -57,10 +58,8 @@ class FileSource(ByteSource):
         if self._mmap is None or not hasattr(mmap, "MADV_WILLNEED") or length <= 0:
             return
         start = offset - offset % mmap.PAGESIZE
-        try:
+        with contextlib.suppress(OSError, ValueError):
             self._mmap.madvise(mmap.MADV_WILLNEED, start, offset + length - start)
-        except (OSError, ValueError):
-            pass
 
     async def aclose(self) -> None:
         self.close()
@@ -70,10 +69,8 @@ class FileSource(ByteSource):
         if self._mmap is None:
             return
         self._view.release()
-        try:
+        # Arrays handed to onnxruntime may still view the map; it closes when they go.
+        with contextlib.suppress(BufferError):
             self._mmap.close()
-        except BufferError:
-            # Arrays handed to onnxruntime still view the map; it closes when they go.
-            pass
         self._mmap = None
         self._view = memoryview(b"")

