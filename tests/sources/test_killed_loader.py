@@ -10,47 +10,31 @@ import textwrap
 import time
 from pathlib import Path
 
-import gguf
 import numpy as np
 from aiohttp import web
 
 import pullweights as pw
 from pullweights.cache import WeightCache
 from pullweights.gguf import open_gguf
+from tests.sources.f32_model import chain_builder, expected_chain, write_f32_model
 
-N = 1024
 CHILD = textwrap.dedent(
     """
     import asyncio, sys
-    import numpy as np
     import pullweights as pw
     from pullweights.gguf import open_gguf
+    from tests.sources.f32_model import chain_builder
 
     async def main(url, cache_dir):
         model = await open_gguf(url, remote_dir=cache_dir + "/remote", retries=0)
-        b = pw.GraphBuilder(pw.create_context(cache_dir=cache_dir))
-        h = b.input("x", pw.TensorDescriptor("float32", [1, {n}]))
-        for i in range(4):
-            ref = model.tensor(f"w{{i}}").payload().ref()
-            h = b.matmul(h, b.input(f"w{{i}}", ref.descriptor, weight=ref))
+        b, h = chain_builder(model, pw.create_context(cache_dir=cache_dir))
         print("building", flush=True)
-        await b.build({{"y": h}})
+        await b.build({"y": h})
         print("finished", flush=True)
 
     asyncio.run(main(sys.argv[1], sys.argv[2]))
     """
-).format(n=N)
-
-
-def _write_model(path: Path) -> None:
-    writer = gguf.GGUFWriter(str(path), "test")
-    rng = np.random.default_rng(1)
-    for i in range(4):
-        writer.add_tensor(f"w{i}", (rng.standard_normal((N, N)) / 32).astype(np.float32))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+)
 
 
 async def _throttled_server(path: Path, delay: list[float]) -> tuple[web.AppRunner, str]:
@@ -62,11 +46,15 @@ async def _throttled_server(path: Path, delay: list[float]) -> tuple[web.AppRunn
         spec = request.headers.get("Range", "")
         start_s, _, end_s = spec.removeprefix("bytes=").partition("-")
         start, end = int(start_s), min(int(end_s), len(data) - 1)
-        resp = web.StreamResponse(status=206, headers={
-            "Content-Range": f"bytes {start}-{end}/{len(data)}",
-            "Content-Length": str(end - start + 1), "ETag": etag,
-            "Accept-Ranges": "bytes",
-        })
+        resp = web.StreamResponse(
+            status=206,
+            headers={
+                "Content-Range": f"bytes {start}-{end}/{len(data)}",
+                "Content-Length": str(end - start + 1),
+                "ETag": etag,
+                "Accept-Ranges": "bytes",
+            },
+        )
         await resp.prepare(request)
         pos = start
         while pos <= end:
@@ -89,7 +77,7 @@ async def _throttled_server(path: Path, delay: list[float]) -> tuple[web.AppRunn
 
 async def test_killed_loader_leaves_a_recoverable_cache(tmp_path: Path) -> None:
     model_path = tmp_path / "model.gguf"
-    _write_model(model_path)
+    write_f32_model(model_path, seed=1)
     delay = [0.0]
     runner, url = await _throttled_server(model_path, delay)
     cache_dir = tmp_path / "cache"
@@ -98,8 +86,12 @@ async def test_killed_loader_leaves_a_recoverable_cache(tmp_path: Path) -> None:
     try:
         delay[0] = 0.02  # ~3 MiB/s: 16 MiB of weights take seconds
         child = await asyncio.create_subprocess_exec(
-            sys.executable, str(script), url, str(cache_dir),
-            stdout=asyncio.subprocess.PIPE, env={**os.environ, "PYTHONPATH": os.getcwd()},
+            sys.executable,
+            str(script),
+            url,
+            str(cache_dir),
+            stdout=asyncio.subprocess.PIPE,
+            env={**os.environ, "PYTHONPATH": os.getcwd()},
         )
         assert child.stdout is not None
         line = await asyncio.wait_for(child.stdout.readline(), timeout=60)
@@ -124,21 +116,13 @@ async def test_killed_loader_leaves_a_recoverable_cache(tmp_path: Path) -> None:
 
         delay[0] = 0.0
         model = await open_gguf(url, remote_dir=cache_dir / "remote", retries=0)
-        b = pw.GraphBuilder(pw.create_context(cache_dir=cache_dir))
-        h = b.input("x", pw.TensorDescriptor("float32", [1, N]))
-        for i in range(4):
-            ref = model.tensor(f"w{i}").payload().ref()
-            h = b.matmul(h, b.input(f"w{i}", ref.descriptor, weight=ref))
+        b, h = chain_builder(model, pw.create_context(cache_dir=cache_dir))
         graph = await b.build({"y": h})
         out = await graph.compute({"x": np.ones((1, N), np.float32)})
         await model.aclose()
     finally:
         await runner.cleanup()
 
-    reader = gguf.GGUFReader(str(model_path))
-    expect = np.ones((1, N), np.float32)
-    for t in reader.tensors:
-        expect = expect @ np.asarray(t.data).reshape(N, N)
-    np.testing.assert_allclose(out["y"], expect, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(out["y"], expected_chain(model_path), rtol=1e-4, atol=1e-4)
     assert len(WeightCache(cache_dir).entries()) == 4
     assert not WeightCache(cache_dir).verify()

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import gguf
 import numpy as np
 import pytest
 from aiohttp import web
@@ -14,9 +13,15 @@ import pullweights as pw
 from pullweights.errors import RemoteChangedError
 from pullweights.gguf import open_gguf
 from pullweights.memstats import MemoryMonitor, snapshot
+from tests.sources.f32_model import (
+    WEIGHT_BYTES,
+    N,
+    chain_builder,
+    expected_chain,
+    write_f32_model,
+)
 
 MIB = 1024 * 1024
-N = 1024  # four 1024 x 1024 fp32 tensors: 16 MiB of weights
 
 
 class CountingServer:
@@ -52,14 +57,7 @@ class CountingServer:
 async def server(tmp_path: Path) -> AsyncIterator[CountingServer]:
     root = tmp_path / "www"
     root.mkdir()
-    writer = gguf.GGUFWriter(str(root / "model.gguf"), "test")
-    rng = np.random.default_rng(0)
-    for i in range(4):
-        writer.add_tensor(f"w{i}", (rng.standard_normal((N, N)) / 32).astype(np.float32))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+    write_f32_model(root / "model.gguf")
     srv = CountingServer(root)
     await srv.start()
     yield srv
@@ -69,11 +67,7 @@ async def server(tmp_path: Path) -> AsyncIterator[CountingServer]:
 async def _load(url: str, cache_dir: Path) -> tuple[dict[str, np.ndarray], pw.Graph]:
     ctx = pw.create_context(cache_dir=cache_dir)
     model = await open_gguf(url, remote_dir=cache_dir / "remote", retries=0)
-    b = pw.GraphBuilder(ctx)
-    h = b.input("x", pw.TensorDescriptor("float32", [1, N]))
-    for i in range(4):
-        ref = model.tensor(f"w{i}").payload().ref()
-        h = b.matmul(h, b.input(f"w{i}", ref.descriptor, weight=ref))
+    b, h = chain_builder(model, ctx)
     graph = await b.build({"y": h})
     out = await graph.compute({"x": np.ones((1, N), np.float32)})
     await model.aclose()
@@ -95,15 +89,11 @@ async def test_second_remote_load_uses_no_network_and_no_private_memory(
         second, _graph = await _load(url, cache_dir)
     assert server.requests[seen:] == []  # not a single request
     np.testing.assert_array_equal(first["y"], second["y"])
-    weight_bytes = 4 * N * N * 4
     growth = mon.peak_anonymous - before.anonymous
-    assert growth < 0.10 * weight_bytes, f"private memory grew {growth / MIB:.1f} MiB"
+    assert growth < 0.10 * WEIGHT_BYTES, f"private memory grew {growth / MIB:.1f} MiB"
 
     # The result is right: numpy on the file the server holds.
-    reader = gguf.GGUFReader(str(server.root / "model.gguf"))
-    expect = np.ones((1, N), np.float32)
-    for t in reader.tensors:
-        expect = expect @ np.asarray(t.data).reshape(N, N)
+    expect = expected_chain(server.root / "model.gguf")
     np.testing.assert_allclose(second["y"], expect, rtol=1e-4, atol=1e-4)
 
 
