@@ -16,7 +16,7 @@ from aiohttp import web
 import pullweights as pw
 from pullweights.cache import WeightCache
 from pullweights.gguf import open_gguf
-from tests.sources.f32_model import chain_builder, expected_chain, write_f32_model
+from tests.sources.f32_model import N, chain_builder, expected_chain, write_f32_model
 
 CHILD = textwrap.dedent(
     """
