@@ -2,8 +2,9 @@
 
 The order is Hugging Face's: repetition penalty on the raw logits, then temperature, then
 top-k, then top-p (nucleus) on the probabilities that remain, then one seeded draw. Everything
-is vectorised: top-k is an ``argpartition``, top-p a cumulative sum over the sorted (already
-reduced) candidates.
+is vectorised and nothing sorts the whole vocabulary unless it has to: top-k is a
+``partition``, and top-p (or a draw without it) sorts only the likely ids, as many as it
+takes for their cumulative probability to reach the mass it needs.
 
 Example::
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -22,6 +24,9 @@ import numpy.typing as npt
 from pullweights.errors import ComputeError
 
 __all__ = ["Sampler", "SamplingParams", "StopMatcher"]
+
+_PROBABILITY_BOUNDS = (2.0**-8, 2.0**-14, 2.0**-20)
+"""Top-p (and a draw) sort the ids at least this likely, in turn, before sorting them all."""
 
 
 @dataclass(frozen=True)
@@ -102,20 +107,27 @@ class Sampler:
             ComputeError: ``logits`` is not a non-empty 1-D array or holds NaN.
         """
         scores = self._penalized(_as_logits(logits), history)
-        params = self.params
-        if params.greedy:
+        if self.params.greedy:
             return int(np.argmax(scores))
-        ids, probs = self.distribution_of(scores)
-        pick = int(np.searchsorted(np.cumsum(probs), self._rng.random() * probs.sum(), "right"))
-        return int(ids[min(pick, len(ids) - 1)])
+        if self.params.top_p < 1.0:
+            nucleus, probs = self.distribution_of(scores)
+            draw = self._rng.random() * probs.sum()
+            pick = int(np.searchsorted(np.cumsum(probs), draw, "right"))
+            return int(nucleus[min(pick, len(nucleus) - 1)])
+        # The id where the sorted cumulative probability passes the draw: only the most
+        # likely ids up to it are sorted, not the whole vocabulary.
+        ids, values, probs = self._candidates(scores)
+        draw = self._rng.random() * probs.sum()
+        last = _sorted_prefix(values, probs, draw, "right")[-1]
+        return int(last if ids is None else ids[last])
 
     def distribution(
         self, logits: npt.ArrayLike, history: Sequence[int] = ()
     ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.float64]]:
         """The candidate ids and their probabilities that :meth:`sample` draws from.
 
-        Ids are sorted by decreasing probability; the probabilities sum to 1. With greedy
-        params it is the single best id.
+        Ids are sorted by decreasing probability (lower id first on ties); the probabilities
+        sum to 1. With greedy params it is the single best id.
         """
         scores = self._penalized(_as_logits(logits), history)
         if self.params.greedy:
@@ -126,24 +138,34 @@ class Sampler:
         self, scores: npt.NDArray[np.float32]
     ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.float64]]:
         """Temperature, top-k and top-p applied to already penalized ``scores``."""
-        params = self.params
-        vocab = scores.shape[0]
-        if 0 < params.top_k < vocab:
-            ids = np.argpartition(scores, vocab - params.top_k)[vocab - params.top_k :]
-        else:
-            ids = np.arange(vocab, dtype=np.intp)
-        values = scores[ids].astype(np.float64) / params.temperature
+        ids, values, probs = self._candidates(scores)
+        if self.params.top_p < 1.0:
+            keep = _sorted_prefix(values, probs, self.params.top_p, "left")
+            kept = probs[keep]
+            return _take(ids, keep), kept / kept.sum()
         order = np.argsort(-values, kind="stable")
-        ids, values = ids[order], values[order]
-        if not np.isfinite(values[0]):
-            raise ComputeError(f"the largest logit is {values[0]}: no finite distribution")
-        probs = np.exp(values - values[0])
+        return _take(ids, order), probs[order]
+
+    def _candidates(
+        self, scores: npt.NDArray[np.float32]
+    ) -> tuple[npt.NDArray[np.intp] | None, npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+        """The ids top-k keeps (ascending; ``None``: all), their logits / temperature and
+        probabilities."""
+        params = self.params
+        ids: npt.NDArray[np.intp] | None = None
+        if 0 < params.top_k < scores.shape[0]:
+            ids = _top_k(scores, params.top_k)
+            values = scores[ids].astype(np.float64)
+        else:
+            values = scores.astype(np.float64)
+        values /= params.temperature
+        top = values.max()
+        if not np.isfinite(top):
+            raise ComputeError(f"the largest logit is {top}: no finite distribution")
+        probs = values - top
+        np.exp(probs, out=probs)
         probs /= probs.sum()
-        if params.top_p < 1.0:
-            keep = int(np.searchsorted(np.cumsum(probs), params.top_p, "left")) + 1
-            ids, probs = ids[:keep], probs[:keep]
-            probs = probs / probs.sum()
-        return ids.astype(np.intp, copy=False), probs
+        return ids, values, probs
 
     def _penalized(
         self, logits: npt.NDArray[np.float32], history: Sequence[int]
@@ -206,6 +228,52 @@ def _overlap(text: str, stop: str) -> int:
         if text.endswith(stop[:n]):
             return n
     return 0
+
+
+def _take(
+    ids: npt.NDArray[np.intp] | None, positions: npt.NDArray[np.intp]
+) -> npt.NDArray[np.intp]:
+    """The ids at ``positions`` among the candidates (``None``: every id, at its own position)."""
+    return positions if ids is None else ids[positions]
+
+
+def _top_k(scores: npt.NDArray[np.float32], k: int) -> npt.NDArray[np.intp]:
+    """Ids of the ``k`` largest scores in ascending order (lower ids win ties), ``0 < k < n``."""
+    threshold = np.partition(scores, scores.shape[0] - k)[scores.shape[0] - k]
+    above = np.flatnonzero(scores > threshold)
+    tied = np.flatnonzero(scores == threshold)[: k - above.size]
+    return np.sort(np.concatenate([above, tied]))
+
+
+def _sorted_prefix(
+    values: npt.NDArray[np.float64],
+    probs: npt.NDArray[np.float64],
+    mass: float,
+    side: Literal["left", "right"],
+) -> npt.NDArray[np.intp]:
+    """Positions of the shortest run of largest ``values`` whose ``probs`` add up to ``mass``.
+
+    ``probs`` is the softmax of ``values`` (it sums to 1). Positions come by decreasing value,
+    lower position first on ties, as a stable ``argsort(-values)`` orders them, and stop at the
+    first whose cumulative probability is ``>= mass`` (``side="left"``) or ``> mass``
+    (``"right"``); all of them if none is.
+
+    Only the few likely positions are sorted: those with a probability of at least 2**-8
+    (at most 256 of them, as probabilities sum to 1), then 2**-14, then 2**-20, then all.
+    Such a set holds every position with a larger value than any of its members, so sorted it
+    is exactly the start of the full order, and its cumulative sums are the same numbers.
+    """
+    for bound in _PROBABILITY_BOUNDS:
+        likely = np.flatnonzero(probs >= bound)
+        if likely.shape[0] == probs.shape[0]:
+            break
+        likely = likely[np.argsort(-values[likely], kind="stable")]
+        cut = int(np.searchsorted(np.cumsum(probs[likely]), mass, side))
+        if cut < likely.shape[0]:
+            return likely[: cut + 1]
+    order = np.argsort(-values, kind="stable")
+    cut = int(np.searchsorted(np.cumsum(probs[order]), mass, side))
+    return order[: cut + 1]
 
 
 def _as_logits(logits: npt.ArrayLike) -> npt.NDArray[np.float32]:

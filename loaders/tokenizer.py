@@ -20,8 +20,11 @@ Example::
 from __future__ import annotations
 
 import codecs
+import ctypes
+import sys
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from functools import cache
 
 import numpy as np
 import numpy.typing as npt
@@ -110,7 +113,7 @@ class Tokenizer:
 
         Returns:
             The tokenizer, ready to use (building Gemma 3's 262,144-entry vocabulary takes
-            about two seconds).
+            about one second, most of it inside ``tokenizers``).
 
         Raises:
             FormatError: a required key is missing or has the wrong type or length.
@@ -162,6 +165,7 @@ class Tokenizer:
             raise FormatError(f"{PREFIX}add_bos_token is set but bos_token_id is missing")
         if add_eos and eos_id is None:
             raise FormatError(f"{PREFIX}add_eos_token is set but eos_token_id is missing")
+        _release_free_heap()
         return cls(
             backend,
             kind=kind,
@@ -352,6 +356,29 @@ def _add_special_tokens(
     for i in ids:
         if backend.token_to_id(tokens[i]) != i:
             raise FormatError(f"special token {tokens[i]!r} (id {i}) could not keep its id")
+
+
+def _release_free_heap() -> None:
+    """Hand the C heap's free pages back to the kernel (glibc's ``malloc_trim``).
+
+    ``tokenizers`` copies the whole merge list while building the BPE model and frees the copy
+    again; glibc keeps that memory for reuse, which for Gemma 3 leaves ~55 MB of private
+    memory that nothing uses. Does nothing where ``malloc_trim`` does not exist.
+    """
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        trim: Callable[[int], int] = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):  # not glibc (musl has no malloc_trim)
+        return None
+    return trim
 
 
 def _byte_token_value(token: str, token_id: int) -> bytes:

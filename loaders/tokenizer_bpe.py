@@ -73,7 +73,7 @@ def build_bpe_tokenizer(tokens: Sequence[str], merges: Sequence[str], *, pre: st
         raise UnsupportedError(
             f"tokenizer.ggml.pre = {pre!r} is not a supported pre-tokenizer (known: {known})"
         )
-    vocab = {token: index for index, token in enumerate(tokens)}
+    vocab = dict(zip(tokens, range(len(tokens)), strict=True))
     model = models.BPE(
         vocab=vocab,
         merges=parse_merges(merges),

@@ -108,6 +108,8 @@ def get_str_list(meta: Mapping[str, object], name: str) -> list[str]:
     value = meta.get(_key(name))
     if not isinstance(value, (list, tuple)):
         raise FormatError(f"{_key(name)} must be a list of strings, got {type(value).__name__}")
+    if set(map(type, value)) <= {str}:  # the usual case, checked without a Python-level loop
+        return list(value)
     items = [v.decode() if isinstance(v, bytes) else v for v in value]
     for index, item in enumerate(items):
         if not isinstance(item, str):
@@ -197,7 +199,7 @@ def eog_ids(meta: Mapping[str, object], tokens: Sequence[str]) -> tuple[frozense
     n_vocab = len(tokens)
     fim_texts = {text: name for name, texts in _FIM_TEXTS.items() for text in texts}
     wanted = EOG_TOKEN_TEXTS | fim_texts.keys()
-    found = {token: i for i, token in enumerate(tokens) if token in wanted}
+    found = {token: tokens.index(token) for token in wanted.intersection(tokens)}
     by_text = [i for token, i in found.items() if token in EOG_TOKEN_TEXTS]
     eog = set(by_text)
     for name in _EOG_ID_KEYS:

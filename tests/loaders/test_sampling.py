@@ -171,3 +171,78 @@ def test_stop_matcher_holds_back_prefixes() -> None:
     open_ended = StopMatcher(["END"])
     assert open_ended.push("the EN") == "the "
     assert open_ended.flush() == "EN"
+
+
+def full_sort_reference(
+    logits: np.ndarray, temperature: float, top_k: int, top_p: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """The definition with a full sort: ids by decreasing logit (lower id first on ties),
+    top-k cut, softmax, the shortest prefix reaching top_p, renormalised."""
+    values = logits.astype(np.float64) / temperature
+    order = np.argsort(-values, kind="stable")
+    if top_k:
+        order = order[:top_k]
+    values = values[order]
+    probs = np.exp(values - values[0])
+    probs /= probs.sum()
+    if top_p < 1:
+        keep = int(np.searchsorted(np.cumsum(probs), top_p, "left")) + 1
+        order, probs = order[:keep], probs[:keep] / probs[:keep].sum()
+    return order, probs
+
+
+def varied_logits(seed: int, vocab: int) -> np.ndarray:
+    """Flat, peaked, tied (integer) and partly -inf logits, by seed."""
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(0, [0.3, 2.0, 8.0, 3.0][seed % 4], vocab)
+    if seed % 4 == 3:
+        logits = np.round(logits)  # many ties
+    logits[rng.integers(0, vocab, vocab // 50)] = -np.inf
+    logits[rng.integers(0, vocab, 5)] += rng.uniform(0, 15)
+    return logits.astype(np.float32)
+
+
+@pytest.mark.parametrize("vocab", [7, 300, 20_000, 262_144])
+@pytest.mark.parametrize(
+    ("temperature", "top_k", "top_p"),
+    [
+        (1.0, 0, 0.9),
+        (0.7, 0, 0.5),
+        (1.5, 0, 0.999),
+        (1.0, 0, 1.0),
+        (0.8, 40, 0.9),
+        (1.0, 5, 1.0),
+        (1.0, 100, 1.0),
+    ],
+)
+def test_distribution_equals_full_sort(
+    vocab: int, temperature: float, top_k: int, top_p: float
+) -> None:
+    for seed in range(4):
+        logits = varied_logits(seed, vocab)
+        sampler = Sampler(SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p))
+        ids, probs = sampler.distribution(logits)
+        want_ids, want_probs = full_sort_reference(logits, temperature, top_k, top_p)
+        np.testing.assert_array_equal(ids, want_ids)
+        np.testing.assert_allclose(probs, want_probs, rtol=1e-12, atol=1e-300)
+
+
+@pytest.mark.parametrize(("top_k", "top_p"), [(0, 1.0), (0, 0.95), (50, 1.0)])
+def test_draws_equal_full_sort_draws(top_k: int, top_p: float) -> None:
+    """Seeded draws pick the id a full sort would: the first whose cumulative
+    probability passes ``random() * total``."""
+    params = SamplingParams(temperature=1.2, top_k=top_k, top_p=top_p, seed=11)
+    sampler = Sampler(params)
+    rng = np.random.default_rng(11)
+    for seed in range(60):
+        logits = varied_logits(seed, 50_000)
+        ids, probs = full_sort_reference(logits, 1.2, top_k, top_p)
+        pick = int(np.searchsorted(np.cumsum(probs), rng.random() * probs.sum(), "right"))
+        assert sampler.sample(logits) == ids[min(pick, len(ids) - 1)]
+
+
+def test_top_k_ties_keep_lower_ids() -> None:
+    logits = np.array([1.0, 3.0, 5.0, 3.0, 3.0, 3.0, 0.0], dtype=np.float32)
+    ids, probs = Sampler(SamplingParams(temperature=1.0, top_k=3)).distribution(logits)
+    assert ids.tolist() == [2, 1, 3]
+    np.testing.assert_allclose(probs, softmax(np.array([5.0, 3.0, 3.0])), rtol=1e-12)
