@@ -58,6 +58,9 @@ class Context:
     #: On-disk cache for transformed and remote weights; ``None`` disables it.
     cache_dir: Path | None = None
     providers: list[str] = field(default_factory=list)
+    #: Save compiled sessions (optimized model + prepacked weights) in the cache and map
+    #: them on later loads of the same graph (see :mod:`pullweights.graph.session_cache`).
+    session_cache: bool = True
     _cache: object | None = field(default=None, repr=False)
 
     def session_options(self) -> ort.SessionOptions:
@@ -104,6 +107,7 @@ def create_context(
     *,
     intra_op_threads: int | None = None,
     cache_dir: str | os.PathLike[str] | Literal["default"] | None = "default",
+    session_cache: bool = True,
 ) -> Context:
     """Create a :class:`Context` for ``policy`` (see the module docs for the mapping).
 
@@ -113,6 +117,10 @@ def create_context(
         cache_dir: weight cache directory; ``"default"`` uses ``$PULLWEIGHTS_CACHE``, then
             ``$XDG_CACHE_HOME/pullweights``, then ``~/.cache/pullweights``; ``None`` disables
             caching.
+        session_cache: keep each compiled session's optimized model and prepacked weights
+            in the cache, so a later load of the same graph maps them instead of holding a
+            private copy (CPU only; needs ``cache_dir``). Costs disk (about 2.4x the
+            model's weights) and some time on the first load.
 
     Raises:
         GraphError: unknown policy or a negative thread count.
@@ -140,4 +148,5 @@ def create_context(
         intra_op_threads=intra_op_threads,
         cache_dir=None if cache_dir is None else Path(cache_dir),
         providers=_providers(policy),
+        session_cache=session_cache,
     )

@@ -2,7 +2,9 @@
 
 An entry's size is the bytes of its chunk files (metadata, a few KiB, is not counted). Its
 last use is the modification time of its group ``zarr.json``, which every read touches
-(one ``utime``, no rewrite), so recency is shared by every process using the cache.
+(one ``utime``, no rewrite), so recency is shared by every process using the cache. Saved
+sessions (:mod:`~pullweights.cache.sessions`) count the same way: their files' bytes,
+and the modification time of their ``session.json``.
 
 A :class:`SizeIndex` is this process's view of the cache: built by one scan, kept current
 with its own writes, reads and removals, and rebuilt by a fresh scan when it is older than
@@ -26,6 +28,7 @@ from pullweights.cache.layout import (
     iter_entry_dirs,
     read_record,
 )
+from pullweights.cache.sessions import scan_sessions
 
 __all__ = ["IndexItem", "SizeIndex", "lru_victims", "scan"]
 
@@ -64,8 +67,9 @@ class SizeIndex:
         self.scanned_at = 0.0
 
     def rebuild(self, root: Path) -> None:
-        """Replace the index by a fresh scan of ``root``."""
+        """Replace the index by a fresh scan of ``root`` (weight and session entries)."""
         self.items = {r.key: IndexItem(r.nbytes, used) for _d, r, used in scan(root)}
+        self.items.update({r.key: IndexItem(r.nbytes, u) for _d, r, u in scan_sessions(root)})
         self.total = sum(item.nbytes for item in self.items.values())
         self.scanned_at = time.monotonic()
 

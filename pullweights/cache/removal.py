@@ -19,9 +19,35 @@ import secrets
 import shutil
 from pathlib import Path
 
-__all__ = ["clean_staging", "empty_trash", "move_to_trash"]
+__all__ = ["clean_staging", "empty_trash", "make_staging", "move_to_trash"]
 
 log = logging.getLogger("pullweights.cache")
+
+
+def make_staging(root: Path, key: str) -> tuple[Path, int]:
+    """A fresh staging directory ``root/staging/<key>.<pid>.<token>``, locked.
+
+    Returns the directory and the descriptor holding its ``flock`` (close it to release).
+
+    Raises:
+        OSError: the directory cannot be created.
+        RuntimeError: a cleaner kept moving fresh directories away.
+    """
+    staging_root = root / "staging"
+    staging_root.mkdir(parents=True, exist_ok=True)
+    for _attempt in range(8):
+        path = staging_root / f"{key}.{os.getpid()}.{secrets.token_hex(4)}"
+        os.mkdir(path)
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            in_place = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            in_place = False
+        if in_place:
+            return path, fd
+        os.close(fd)  # a cleaner moved it away before we locked it
+    raise RuntimeError(f"cannot create a staging directory in {staging_root}")
 
 
 def move_to_trash(root: Path, path: Path) -> bool:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import mmap
 import os
 import threading
 import time
@@ -13,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -28,6 +28,17 @@ from pullweights.cache.layout import (
     read_record,
 )
 from pullweights.cache.removal import clean_staging, empty_trash, move_to_trash
+from pullweights.cache.sessions import (
+    RECORD,
+    SessionRecord,
+    SessionWriter,
+    check_session,
+    iter_session_dirs,
+    read_session_record,
+    scan_sessions,
+    session_dir,
+    session_problem,
+)
 from pullweights.cache.sizes import parse_size
 from pullweights.cache.writer import EntryWriter
 from pullweights.descriptor import TensorDescriptor
@@ -87,6 +98,23 @@ class EntryInfo:
             path=directory,
         )
 
+    @classmethod
+    def from_session(cls, directory: Path, record: SessionRecord, used: float) -> EntryInfo:
+        return cls(
+            key=record.key,
+            label=record.label,
+            source="",
+            source_name="",
+            offset=0,
+            length=0,
+            transform=f"{record.runtime} session",
+            nbytes=record.nbytes,
+            parts={},
+            created=record.created,
+            last_used=used,
+            path=directory,
+        )
+
 
 @dataclass(frozen=True)
 class CacheProblem:
@@ -107,7 +135,8 @@ class WeightCache:
     Each entry is a zarr group holding one uncompressed single-chunk array per part of the
     payload; reads map the chunk files read-only (zero-copy, no private memory), writes go
     through :class:`EntryWriter` and are crash-safe. See ``pullweights/cache/layout.py`` for
-    the files.
+    the files. The cache also keeps saved sessions (``pullweights/cache/sessions.py``):
+    listed, verified, counted and evicted like weight entries.
 
     Args:
         root: cache directory; default :func:`default_cache_dir`.
@@ -145,7 +174,8 @@ class WeightCache:
         self.durable = durable
         self._lock = threading.Lock()
         self._index: SizeIndex | None = None
-        self._maps: dict[str, list[weakref.ref[mmap.mmap]]] = {}
+        #: Keys whose files this process uses, by weak references to what uses them.
+        self._maps: dict[str, list[weakref.ref[Any]]] = {}
         self._cleaned = False
 
     def __repr__(self) -> str:
@@ -178,6 +208,19 @@ class WeightCache:
         except (OSError, CorruptEntry):
             return False
         return _matches(record, payload)
+
+    def part_file(self, payload: Payload, part: str) -> Path | None:
+        """The chunk file of ``part`` in ``payload``'s committed entry, or None if there is
+        no such entry (reads no data; for hard links to a weight's bytes)."""
+        directory = entry_dir(self.root, payload.key)
+        try:
+            record = read_record(directory)
+        except (FileNotFoundError, CorruptEntry):
+            return None
+        stored = record.parts.get(part)
+        if stored is None or stored.chunk is None or not _matches(record, payload):
+            return None
+        return directory / part / stored.chunk
 
     def _open(
         self, key: str, payload: Payload | None, verify: bool
@@ -235,12 +278,16 @@ class WeightCache:
         arrays = self._open(key, None, verify=False)
         if arrays is None:
             raise CacheError(f"cache at {self.root}: entry {key} vanished right after commit")
-        nbytes = sum(a.nbytes for a in arrays.values())
+        self._admit(key, sum(a.nbytes for a in arrays.values()))
+        return arrays
+
+    def _admit(self, key: str, nbytes: int) -> None:
+        """Account for a committed entry and evict least-recently-used ones over the limit."""
         with self._lock:
             if self.max_bytes is None:
                 if self._index is not None:
                     self._index.add(key, nbytes, time.time())
-                return arrays
+                return
             index = self._loaded_index()
             if time.monotonic() - index.scanned_at > self.index_ttl:
                 index.rebuild(self.root)  # count what other processes added meanwhile
@@ -249,14 +296,57 @@ class WeightCache:
                 index.rebuild(self.root)
                 protected = {key} | self._in_use()
                 for victim in lru_victims(index.items, self.max_bytes, protected):
-                    self._remove_locked(victim, entry_dir(self.root, victim))
-        return arrays
+                    self._remove_locked(victim, self._directory(victim))
+
+    # -- saved sessions ---------------------------------------------------------------
+
+    def open_session(self, key: str) -> Path | None:
+        """Directory of the whole, committed session entry ``key``, or None.
+
+        Checks the record, every file's size and the small files' checksums; an entry that
+        fails is removed and reported as absent. Marks the entry as used.
+        """
+        directory = session_dir(self.root, check_key(key))
+        try:
+            check_session(directory, read_session_record(directory))
+        except FileNotFoundError:
+            return None
+        except CorruptEntry as exc:
+            log.warning("saved session %s is corrupt and is removed: %s", key, exc)
+            self._remove(key, directory)
+            return None
+        except OSError as exc:
+            log.warning("saved session %s cannot be read: %s", key, exc)
+            return None
+        now = time.time()
+        with contextlib.suppress(OSError):
+            os.utime(directory / RECORD, (now, now))
+        with self._lock:
+            if self._index is not None:
+                self._index.touch(key, now)
+        return directory
+
+    def session_writer(self, key: str) -> SessionWriter:
+        """A writer that stages and publishes the session entry ``key`` crash-safely."""
+        if not self._cleaned:
+            self._cleaned = True
+            try:
+                clean_staging(self.root)
+            except OSError as exc:
+                log.warning("cannot clean %s/staging: %s", self.root, exc)
+        return SessionWriter(self.root, key, durable=self.durable, on_commit=self._admit)
+
+    def mark_in_use(self, key: str, user: object) -> None:
+        """Protect entry ``key`` from eviction by this process while ``user`` is alive."""
+        with self._lock:
+            self._maps.setdefault(key, []).append(weakref.ref(user))
 
     # -- management -------------------------------------------------------------------
 
     def entries(self) -> list[EntryInfo]:
-        """Every committed entry, most recently used first."""
+        """Every committed entry (weights and saved sessions), most recently used first."""
         infos = [EntryInfo.from_record(d, r, used) for d, r, used in scan(self.root)]
+        infos += [EntryInfo.from_session(d, r, used) for d, r, used in scan_sessions(self.root)]
         return sorted(infos, key=lambda e: e.last_used, reverse=True)
 
     def total_bytes(self) -> int:
@@ -267,9 +357,10 @@ class WeightCache:
             return index.total
 
     def remove(self, key: str) -> bool:
-        """Remove entry ``key`` (a cache key, see :attr:`Payload.key`); False if absent."""
+        """Remove entry ``key`` (a cache key, see :attr:`Payload.key`, or a saved
+        session's); False if absent."""
         check_key(key)
-        return self._remove(key, entry_dir(self.root, key))
+        return self._remove(key, self._directory(key))
 
     def verify(self, key: str | None = None, *, remove: bool = True) -> list[CacheProblem]:
         """Re-read every entry (or one) completely and report what is wrong.
@@ -286,8 +377,16 @@ class WeightCache:
                     CacheProblem(name, path, "partial write left by a stopped writer", remove)
                 )
             directories = list(iter_entry_dirs(self.root))
+            sessions = list(iter_session_dirs(self.root))
         else:
-            directories = [entry_dir(self.root, check_key(key))]
+            directory = self._directory(check_key(key))
+            is_session = directory.parent.name == "sessions"
+            directories = [] if is_session else [directory]
+            sessions = [directory] if is_session else []
+        for directory in sessions:
+            problem = session_problem(directory)
+            if problem is not None:
+                problems.append(self._problem(directory, problem, remove))
         for directory in directories:
             try:
                 verify_entry(directory)
@@ -353,6 +452,11 @@ class WeightCache:
             self._index = SizeIndex()
             self._index.rebuild(self.root)
         return self._index
+
+    def _directory(self, key: str) -> Path:
+        """Directory of entry ``key``: a saved session's if one exists, else a weight's."""
+        session = session_dir(self.root, key)
+        return session if session.exists() else entry_dir(self.root, key)
 
     def _in_use(self) -> set[str]:
         """Keys whose arrays this process still holds (weak references to their maps)."""

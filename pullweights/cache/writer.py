@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import fcntl
 import mmap
 import os
 import secrets
@@ -51,7 +50,7 @@ from pullweights.cache.layout import (
     group_metadata,
     read_record,
 )
-from pullweights.cache.removal import empty_trash, move_to_trash
+from pullweights.cache.removal import empty_trash, make_staging, move_to_trash
 from pullweights.cache.sizes import format_size
 from pullweights.dtypes import DataType, to_numpy
 from pullweights.errors import CacheError
@@ -247,22 +246,10 @@ class EntryWriter:
         return self._parts[part]
 
     def _make_staging(self) -> None:
-        staging_root = self.root / "staging"
-        staging_root.mkdir(parents=True, exist_ok=True)
-        for _attempt in range(8):
-            path = staging_root / f"{self.key}.{os.getpid()}.{secrets.token_hex(4)}"
-            os.mkdir(path)
-            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            try:
-                in_place = os.stat(path).st_ino == os.fstat(fd).st_ino
-            except FileNotFoundError:
-                in_place = False
-            if in_place:
-                self._staging, self._lock_fd = path, fd
-                return
-            os.close(fd)  # a cleaner moved it away before we locked it
-        raise CacheError(f"cache at {self.root}: cannot create a staging directory")
+        try:
+            self._staging, self._lock_fd = make_staging(self.root, self.key)
+        except RuntimeError as exc:
+            raise CacheError(f"cache at {self.root}: cannot create a staging directory") from exc
 
     def _allocate(self) -> None:
         assert self._staging is not None

@@ -8,7 +8,9 @@
     pullweights cache path
 
 Every subcommand takes ``--cache-dir DIR`` (default ``$PULLWEIGHTS_CACHE`` or
-``~/.cache/pullweights``). :func:`run` is synchronous and returns the exit status.
+``~/.cache/pullweights``). Saved onnxruntime sessions (transform ``onnxruntime <version>
+session``) are listed, verified and pruned with the weight entries. :func:`run` is
+synchronous and returns the exit status.
 """
 
 from __future__ import annotations

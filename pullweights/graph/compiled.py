@@ -2,17 +2,22 @@
 
 ``compile_graph`` pulls the weights and creates the session off the event loop. Weights
 that onnxruntime must prepack are pulled first (the session needs them); all other weights
-are pulled while the session compiles. ``compute`` checks every input against its
+are pulled while the session compiles. With a cache, the session is saved and a later
+compile of the same graph maps it, pulling only the bound weights
+(:mod:`~pullweights.graph.session_cache`). ``compute`` checks every input against its
 descriptor, symbolic dimension bounds included, and runs in a worker thread.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import logging
 import os
 import re
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,12 +25,20 @@ import onnxruntime as ort
 
 from pullweights.context import Context
 from pullweights.descriptor import Dim, TensorDescriptor
-from pullweights.errors import CompileError, ComputeError
+from pullweights.errors import CacheError, CompileError, ComputeError
 from pullweights.graph.lowering import PLACEHOLDER, LoweredGraph
+from pullweights.graph.session_cache import (
+    MODEL,
+    SessionSaver,
+    saved_session_store,
+    session_key,
+)
 from pullweights.loader import ProgressCallback, WeightLoader
 from pullweights.tensor import Tensor
 
 __all__ = ["Graph", "compile_graph"]
+
+log = logging.getLogger("pullweights.graph")
 
 
 def _explain(exc: Exception, origins: Mapping[str, str]) -> str:
@@ -40,14 +53,84 @@ async def compile_graph(
 ) -> Graph:
     """Pull weights and create the onnxruntime session for ``lowered``; cancellable.
 
-    Cancelling returns at once; a session creation already running in its worker thread
-    finishes there and is dropped.
+    With a weight cache, the session is saved there and later compiles of the same graph
+    map it (see :mod:`~pullweights.graph.session_cache`). Cancelling returns at once; a
+    session creation already running in its worker thread finishes there and is dropped.
     """
     loader = WeightLoader(context.cache, progress=progress)  # type: ignore[arg-type]
+    store = saved_session_store(context, lowered)
+    saver: SessionSaver | None = None
+    if store is not None:
+        key = await asyncio.to_thread(session_key, context, lowered)
+        directory = await asyncio.to_thread(store.open_session, key)
+        if directory is not None:
+            graph = await _compile_saved(context, lowered, loader, directory / MODEL)
+            if graph is not None:
+                store.mark_in_use(key, graph.session)
+                return graph
+            try:
+                store.remove(key)
+            except CacheError as exc:
+                log.warning("cannot remove the unusable saved session %s: %s", key, exc)
+        saver = SessionSaver(store, key)
+    try:
+        graph = await _compile_fresh(context, lowered, loader, saver)
+    except BaseException:
+        if saver is not None:
+            saver.abort()
+        raise
+    if saver is not None and store is not None and graph.session_save is not None:
+        store.mark_in_use(saver.key, graph.session)
+    return graph
+
+
+async def _compile_saved(
+    context: Context, lowered: LoweredGraph, loader: WeightLoader, model: Path
+) -> Graph | None:
+    """The graph from a saved session, or None if it cannot be used (onnxruntime rejects
+    it, or anything else fails: compiling from the weights then says what is wrong)."""
+    so = context.session_options()
+
+    def create() -> ort.InferenceSession:
+        return ort.InferenceSession(str(model), so, providers=context.providers)
+
+    try:
+        session, bound = await _create(lowered, loader, create)
+    except Exception as exc:
+        log.warning("saved session %s is unusable and is removed: %s", model.parent, exc)
+        return None
+    graph = Graph(session, lowered, {**bound, **lowered.bound_constants}, [])
+    graph.from_saved_session = True
+    return graph
+
+
+async def _compile_fresh(
+    context: Context, lowered: LoweredGraph, loader: WeightLoader, saver: SessionSaver | None
+) -> Graph:
+    """Compile from the weights; with ``saver``, save the session while it is created."""
     initial = await loader.load(lowered.initializer_weights)
+    loaded = {**initial, **lowered.large_constants}
+    if saver is not None:
+        try:
+            staged = await asyncio.to_thread(saver.stage, lowered, loaded)
+            so = context.session_options()
+            saver.configure(so)
+
+            def create_saving() -> ort.InferenceSession:
+                return ort.InferenceSession(str(staged), so, providers=context.providers)
+
+            session, bound = await _create(lowered, loader, create_saving)
+        except Exception as exc:  # saving is an optimization: compile without it
+            log.warning("compiling without saving the session: %s", exc)
+            saver.abort()
+        else:
+            saver.finish_in_background()
+            graph = Graph(session, lowered, {**bound, **lowered.bound_constants}, [])
+            graph.session_save = saver.done
+            return graph
     keepalive: list[Any] = []
     so = context.session_options()
-    for name, arr in [*initial.items(), *lowered.large_constants.items()]:
+    for name, arr in lowered.initializer_arrays(loaded).items():
         value = ort.OrtValue.ortvalue_from_numpy(arr)
         keepalive.append((arr, value))  # onnxruntime does not own these buffers
         so.add_initializer(name, value)
@@ -62,6 +145,18 @@ async def compile_graph(
             open(os.path.join(tmp, PLACEHOLDER), "wb").close()
             return ort.InferenceSession(model_path, so, providers=context.providers)
 
+    session, bound = await _create(lowered, loader, create)
+    return Graph(session, lowered, {**bound, **lowered.bound_constants}, keepalive)
+
+
+async def _create(
+    lowered: LoweredGraph, loader: WeightLoader, create: Callable[[], ort.InferenceSession]
+) -> tuple[ort.InferenceSession, dict[str, np.ndarray]]:
+    """Create the session in a worker thread while the bound weights are pulled.
+
+    Raises:
+        CompileError: onnxruntime rejected the model.
+    """
     session_task = asyncio.ensure_future(asyncio.to_thread(create))
     try:
         bound = await loader.load(lowered.bound_weights)
@@ -77,7 +172,7 @@ async def compile_graph(
                 f"onnxruntime could not compile the graph: {_explain(exc, lowered.origins)}"
             ) from exc
         raise
-    return Graph(session, lowered, {**bound, **lowered.bound_constants}, keepalive)
+    return session, bound
 
 
 def _is_ort(exc: BaseException) -> bool:
@@ -105,6 +200,11 @@ class Graph:
             name: ort.OrtValue.ortvalue_from_numpy(arr) for name, arr in weights.items()
         }
         self._output_names = list(self.outputs)
+        #: True when the session was created from a saved session in the cache.
+        self.from_saved_session = False
+        #: While this graph's session is being saved to the cache: resolves to the saved
+        #: entry's directory (None if saving failed); None when nothing is being saved.
+        self.session_save: concurrent.futures.Future[Path | None] | None = None
 
     def check_inputs(self, shapes: Mapping[str, tuple[tuple[int, ...], str]]) -> None:
         """Validate names, dtypes, ranks, static sizes and symbolic bounds; raise ComputeError."""

@@ -6,6 +6,10 @@ large initializers with no data at all); onnxruntime gets their bytes through
 ``SessionOptions.add_initializer`` (zero-copy OrtValues) and never opens the placeholder.
 Every other weight becomes a graph input bound at run time, which onnxruntime never copies
 or prepacks. Building never reads a weight byte.
+
+``MatMulNBits`` nodes with a very large ``B`` are split into row pieces
+(:mod:`~pullweights.graph.split_matmul`); a weight left with no constant use is bound as a
+graph input where other nodes read it, and otherwise only loaded to make the pieces.
 """
 
 from __future__ import annotations
@@ -22,9 +26,10 @@ from pullweights.dtypes import to_onnx
 from pullweights.errors import GraphError
 from pullweights.graph.core import BuilderCore
 from pullweights.graph.operand import Operand
+from pullweights.graph.split_matmul import InitializerSource, split_large_matmuls
 from pullweights.weights import WeightRef
 
-__all__ = ["IR_VERSION", "OPSETS", "PLACEHOLDER", "LoweredGraph", "lower"]
+__all__ = ["IR_VERSION", "OPSETS", "PLACEHOLDER", "InitializerSource", "LoweredGraph", "lower"]
 
 #: onnxruntime 1.31 accepts IR version <= 10 (newer onnx defaults to 11+).
 IR_VERSION = 10
@@ -42,15 +47,23 @@ class LoweredGraph:
     outputs: dict[str, TensorDescriptor]
     #: Weights fed as graph inputs on every run (zero-copy, never prepacked).
     bound_weights: dict[str, WeightRef]
-    #: Weights passed as initializers (prepacked once by onnxruntime).
+    #: Weights the declared initializers are made of, loaded before the session exists.
     initializer_weights: dict[str, WeightRef]
-    #: Constants too large for the protobuf that an op needs as constants: initializers.
+    #: Constants too large for the protobuf that declared initializers are made of.
     large_constants: dict[str, np.ndarray]
     #: Other constants too large for the protobuf: graph inputs bound on every run, so
     #: onnxruntime never constant-folds (and so never reads) a placeholder.
     bound_constants: dict[str, np.ndarray]
     #: Node name -> the builder call that made it, for error messages.
     origins: dict[str, str]
+    #: Every initializer declared with placeholder data (given to onnxruntime through
+    #: ``add_initializer``) -> the loaded weight or large constant it views.
+    initializers: dict[str, InitializerSource]
+
+    def initializer_arrays(self, loaded: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Every declared initializer as a zero-copy view of ``loaded`` (the arrays of
+        :attr:`initializer_weights` and :attr:`large_constants`, by name)."""
+        return {name: src.view(loaded[src.base]) for name, src in self.initializers.items()}
 
 
 def _value_info(name: str, desc: TensorDescriptor) -> onnx.ValueInfoProto:
@@ -127,7 +140,6 @@ def lower(builder: BuilderCore, outputs: Mapping[str, Operand]) -> LoweredGraph:
         if name not in needed:
             continue
         (declared if name in builder.constant_required else bound)[name] = ref
-
     initializers: list[TensorProto] = []
     large: dict[str, np.ndarray] = {}
     bound_constants: dict[str, np.ndarray] = {}
@@ -140,13 +152,32 @@ def lower(builder: BuilderCore, outputs: Mapping[str, Operand]) -> LoweredGraph:
             bound_constants[name] = arr
         else:
             large[name] = arr
-            initializers.append(
-                _declared_initializer(name, TensorDescriptor(str(arr.dtype), arr.shape))
-            )
     for name, ref in declared.items():
         if not ref.descriptor.is_static:
             raise GraphError(f"weight {name!r} must have a static shape")
-        initializers.append(_declared_initializer(name, ref.descriptor))
+
+    origins = dict(builder.origins)
+    descriptors = {n: ref.descriptor for n, ref in declared.items()}
+    descriptors.update({n: TensorDescriptor(str(a.dtype), a.shape) for n, a in large.items()})
+    nodes, pieces = split_large_matmuls(nodes, descriptors, origins)
+    sources = dict(pieces)
+    split = {src.base for src in pieces.values()}
+    still_constant = {
+        name
+        for node in nodes
+        if node.op_type == "MatMulNBits" and node.domain == "com.microsoft"
+        for name in node.input[1:]
+    }
+    read = {name for node in nodes for name in node.input}
+    for name, desc in descriptors.items():
+        if name not in split or name in still_constant:
+            sources[name] = InitializerSource(name, 0, desc)
+        elif name in read:  # other nodes read the whole array: feed it as an input
+            if name in declared:
+                bound[name] = declared[name]
+            else:
+                bound_constants[name] = large[name]
+    initializers += [_declared_initializer(n, src.descriptor) for n, src in sources.items()]
 
     graph_inputs = [_value_info(n, d) for n, d in inputs.items()]
     graph_inputs += [_value_info(n, ref.descriptor) for n, ref in bound.items()]
@@ -169,5 +200,5 @@ def lower(builder: BuilderCore, outputs: Mapping[str, Operand]) -> LoweredGraph:
     )
     builder._built = True
     return LoweredGraph(
-        model, inputs, out_desc, bound, declared, large, bound_constants, dict(builder.origins)
+        model, inputs, out_desc, bound, declared, large, bound_constants, origins, sources
     )
