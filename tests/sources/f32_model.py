@@ -10,7 +10,7 @@ import numpy as np
 import pullweights as pw
 from pullweights.gguf import GGUFFile
 
-N = 1024  # four N x N fp32 tensors: 16 MiB of weights
+N = 2048  # four N x N fp32 tensors: 64 MiB of weights
 WEIGHT_BYTES = 4 * N * N * 4
 
 
