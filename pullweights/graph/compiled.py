@@ -49,13 +49,22 @@ def _explain(exc: Exception, origins: Mapping[str, str]) -> str:
 
 
 async def compile_graph(
-    context: Context, lowered: LoweredGraph, *, progress: ProgressCallback | None = None
+    context: Context,
+    lowered: LoweredGraph,
+    *,
+    progress: ProgressCallback | None = None,
+    on_session_started: Callable[[], object] | None = None,
 ) -> Graph:
     """Pull weights and create the onnxruntime session for ``lowered``; cancellable.
 
     With a weight cache, the session is saved there and later compiles of the same graph
     map it (see :mod:`~pullweights.graph.session_cache`). Cancelling returns at once; a
     session creation already running in its worker thread finishes there and is dropped.
+
+    ``on_session_started`` is called (on the event loop, possibly more than once) when the
+    session is being created in its worker thread and the bound weights are pulled: from
+    then on compiling needs almost no Python, so GIL-heavy work started there (a
+    tokenizer build) no longer delays it.
     """
     loader = WeightLoader(context.cache, progress=progress)  # type: ignore[arg-type]
     store = saved_session_store(context, lowered)
@@ -64,7 +73,9 @@ async def compile_graph(
         key = await asyncio.to_thread(session_key, context, lowered)
         directory = await asyncio.to_thread(store.open_session, key)
         if directory is not None:
-            graph = await _compile_saved(context, lowered, loader, directory / MODEL)
+            graph = await _compile_saved(
+                context, lowered, loader, directory / MODEL, on_session_started
+            )
             if graph is not None:
                 store.mark_in_use(key, graph.session)
                 return graph
@@ -74,7 +85,7 @@ async def compile_graph(
                 log.warning("cannot remove the unusable saved session %s: %s", key, exc)
         saver = SessionSaver(store, key)
     try:
-        graph = await _compile_fresh(context, lowered, loader, saver)
+        graph = await _compile_fresh(context, lowered, loader, saver, on_session_started)
     except BaseException:
         if saver is not None:
             saver.abort()
@@ -85,7 +96,11 @@ async def compile_graph(
 
 
 async def _compile_saved(
-    context: Context, lowered: LoweredGraph, loader: WeightLoader, model: Path
+    context: Context,
+    lowered: LoweredGraph,
+    loader: WeightLoader,
+    model: Path,
+    started: Callable[[], object] | None,
 ) -> Graph | None:
     """The graph from a saved session, or None if it cannot be used (onnxruntime rejects
     it, or anything else fails: compiling from the weights then says what is wrong)."""
@@ -95,7 +110,7 @@ async def _compile_saved(
         return ort.InferenceSession(str(model), so, providers=context.providers)
 
     try:
-        session, bound = await _create(lowered, loader, create)
+        session, bound = await _create(lowered, loader, create, started)
     except Exception as exc:
         log.warning("saved session %s is unusable and is removed: %s", model.parent, exc)
         return None
@@ -105,7 +120,11 @@ async def _compile_saved(
 
 
 async def _compile_fresh(
-    context: Context, lowered: LoweredGraph, loader: WeightLoader, saver: SessionSaver | None
+    context: Context,
+    lowered: LoweredGraph,
+    loader: WeightLoader,
+    saver: SessionSaver | None,
+    started: Callable[[], object] | None,
 ) -> Graph:
     """Compile from the weights; with ``saver``, save the session while it is created."""
     initial = await loader.load(lowered.initializer_weights)
@@ -119,7 +138,7 @@ async def _compile_fresh(
             def create_saving() -> ort.InferenceSession:
                 return ort.InferenceSession(str(staged), so, providers=context.providers)
 
-            session, bound = await _create(lowered, loader, create_saving)
+            session, bound = await _create(lowered, loader, create_saving, started)
         except Exception as exc:  # saving is an optimization: compile without it
             log.warning("compiling without saving the session: %s", exc)
             saver.abort()
@@ -145,12 +164,15 @@ async def _compile_fresh(
             open(os.path.join(tmp, PLACEHOLDER), "wb").close()
             return ort.InferenceSession(model_path, so, providers=context.providers)
 
-    session, bound = await _create(lowered, loader, create)
+    session, bound = await _create(lowered, loader, create, started)
     return Graph(session, lowered, {**bound, **lowered.bound_constants}, keepalive)
 
 
 async def _create(
-    lowered: LoweredGraph, loader: WeightLoader, create: Callable[[], ort.InferenceSession]
+    lowered: LoweredGraph,
+    loader: WeightLoader,
+    create: Callable[[], ort.InferenceSession],
+    started: Callable[[], object] | None = None,
 ) -> tuple[ort.InferenceSession, dict[str, np.ndarray]]:
     """Create the session in a worker thread while the bound weights are pulled.
 
@@ -160,6 +182,8 @@ async def _create(
     session_task = asyncio.ensure_future(asyncio.to_thread(create))
     try:
         bound = await loader.load(lowered.bound_weights)
+        if started is not None:
+            started()
         session = await session_task
     except BaseException as exc:
         session_task.cancel()
