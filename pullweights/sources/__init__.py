@@ -1,12 +1,22 @@
-"""Byte sources: where weight bytes come from (files, part files, memory, HTTP)."""
+"""Byte sources: where weight bytes come from (files, part files, memory, HTTP).
+
+The HTTP sources import aiohttp (~0.4 s), so they load on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from pullweights.sources.base import ByteSource
 from pullweights.sources.concat import ConcatSource
 from pullweights.sources.file import FileSource
-from pullweights.sources.http import HttpSource
 from pullweights.sources.memory import MemorySource
-from pullweights.sources.progress import ProgressEvent, ProgressMeter, TqdmProgress
-from pullweights.sources.remote import RemoteSource
+
+if TYPE_CHECKING:
+    from pullweights.sources.http import HttpSource
+    from pullweights.sources.progress import ProgressEvent, ProgressMeter, TqdmProgress
+    from pullweights.sources.remote import RemoteSource
 
 __all__ = [
     "ByteSource",
@@ -19,3 +29,17 @@ __all__ = [
     "RemoteSource",
     "TqdmProgress",
 ]
+
+_LAZY = {
+    "HttpSource": "pullweights.sources.http",
+    "RemoteSource": "pullweights.sources.remote",
+    "ProgressEvent": "pullweights.sources.progress",
+    "ProgressMeter": "pullweights.sources.progress",
+    "TqdmProgress": "pullweights.sources.progress",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
