@@ -253,14 +253,19 @@ class WeightCache:
 
     # -- writing ----------------------------------------------------------------------
 
+    def _clean_staging_once(self) -> None:
+        """Before this process first writes, remove what killed writers left staged."""
+        if self._cleaned:
+            return
+        self._cleaned = True
+        try:
+            clean_staging(self.root)
+        except OSError as exc:
+            log.warning("cannot clean %s/staging: %s", self.root, exc)
+
     def writer(self, payload: Payload) -> EntryWriter:
         """A writer for ``payload``'s entry; see :class:`EntryWriter`."""
-        if not self._cleaned:
-            self._cleaned = True
-            try:
-                clean_staging(self.root)
-            except OSError as exc:
-                log.warning("cannot clean %s/staging: %s", self.root, exc)
+        self._clean_staging_once()
         return EntryWriter(self.root, payload, durable=self.durable, on_commit=self._committed)
 
     async def put(
@@ -328,12 +333,7 @@ class WeightCache:
 
     def session_writer(self, key: str) -> SessionWriter:
         """A writer that stages and publishes the session entry ``key`` crash-safely."""
-        if not self._cleaned:
-            self._cleaned = True
-            try:
-                clean_staging(self.root)
-            except OSError as exc:
-                log.warning("cannot clean %s/staging: %s", self.root, exc)
+        self._clean_staging_once()
         return SessionWriter(self.root, key, durable=self.durable, on_commit=self._admit)
 
     def mark_in_use(self, key: str, user: object) -> None:
