@@ -73,9 +73,9 @@ async def main(model: str | list[str], prompt: str) -> None:
     url = f"http://127.0.0.1:{port}/model.gguf"
     try:
         with tempfile.TemporaryDirectory(prefix="pullweights-example-") as cache:
-            llm = await load_model(
-                url, context=create_context(cache_dir=cache), context_length=1024
-            )
+            # A throw-away cache: no point saving the onnxruntime session into it.
+            context = create_context(cache_dir=cache, session_cache=False)
+            llm = await load_model(url, context=context, context_length=1024)
             stats = GenerationStats()
             params = SamplingParams(max_tokens=32)
             print(f"model from {url}:")
