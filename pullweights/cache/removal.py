@@ -12,14 +12,23 @@ that has stopped (killed, crashed, or never closed) and is moved to the trash.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import logging
 import os
 import secrets
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["clean_staging", "empty_trash", "make_staging", "move_to_trash"]
+__all__ = [
+    "clean_staging",
+    "empty_trash",
+    "fsync_path",
+    "make_staging",
+    "move_to_trash",
+    "publish",
+]
 
 log = logging.getLogger("pullweights.cache")
 
@@ -120,3 +129,43 @@ def clean_staging(root: Path, remove: bool = True) -> list[Path]:
     if remove and found:
         empty_trash(root)
     return found
+
+
+def fsync_path(path: Path) -> None:
+    """``fsync`` a file or directory by path."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def publish(
+    root: Path, staging: Path, final: Path, is_whole: Callable[[Path], bool], durable: bool
+) -> bool:
+    """Rename a finished ``staging`` directory to ``final`` in one atomic step.
+
+    If another writer published ``final`` first, its entry is kept when ``is_whole`` says
+    so (returns False: the caller discards ``staging``); a broken one is moved to the
+    trash and the rename retried. Returns True when ``staging`` became ``final``.
+
+    Raises:
+        OSError: the rename failed for another reason, or kept losing the race.
+    """
+    replaced = False
+    for _attempt in range(4):
+        try:
+            os.rename(staging, final)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+        else:
+            if durable:
+                fsync_path(final.parent)
+            if replaced:
+                empty_trash(root)
+            return True
+        if is_whole(final):
+            return False
+        replaced = move_to_trash(root, final) or replaced
+    raise OSError(errno.EEXIST, f"cannot publish {final}: other writers keep replacing it")

@@ -30,7 +30,7 @@ from typing import Any
 
 from pullweights.cache.entry import checksum
 from pullweights.cache.layout import CorruptEntry, check_key
-from pullweights.cache.removal import empty_trash, make_staging, move_to_trash
+from pullweights.cache.removal import empty_trash, fsync_path, make_staging, move_to_trash, publish
 
 __all__ = [
     "RECORD",
@@ -271,7 +271,7 @@ class SessionWriter:
                 raise OSError(errno.EINVAL, f"unexpected item {item.path} in a session entry")
             path = Path(item.path)
             if self._durable:
-                _fsync_path(path)
+                fsync_path(path)
             files[item.name] = SessionFile(item.name, os.stat(path).st_size, _checksum_file(path))
         record = SessionRecord(self.key, label, runtime, time.time(), files)
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
@@ -285,32 +285,26 @@ class SessionWriter:
         finally:
             os.close(fd)
         if self._durable:
-            _fsync_path(self.directory)
+            fsync_path(self.directory)
         return files
 
     def _publish(self) -> Path:
         assert self.directory is not None
         final = session_dir(self.root, self.key)
         final.parent.mkdir(parents=True, exist_ok=True)
-        for _attempt in range(4):
+
+        def is_whole(directory: Path) -> bool:
             try:
-                os.rename(self.directory, final)
-            except OSError as exc:
-                if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
-                    raise
-            else:
-                self.directory = None
-                if self._durable:
-                    _fsync_path(final.parent)
-                return final
-            try:  # another writer published first: keep its entry if it is whole
-                check_session(final, read_session_record(final))
+                check_session(directory, read_session_record(directory))
             except (FileNotFoundError, CorruptEntry):
-                move_to_trash(self.root, final)
-                continue
+                return False
+            return True
+
+        if publish(self.root, self.directory, final, is_whole, self._durable):
+            self.directory = None
+        else:  # another writer's whole entry is in place
             self._discard()
-            return final
-        raise OSError(errno.EEXIST, f"cannot publish session entry {self.key}")
+        return final
 
     def abort(self) -> None:
         """Discard the staging directory; nothing is published. Safe to call twice."""
@@ -342,11 +336,3 @@ def scan_sessions(root: Path) -> Iterator[tuple[Path, SessionRecord, float]]:
         except (FileNotFoundError, CorruptEntry):
             continue
         yield directory, record, used
-
-
-def _fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -50,7 +50,7 @@ from pullweights.cache.layout import (
     group_metadata,
     read_record,
 )
-from pullweights.cache.removal import empty_trash, make_staging, move_to_trash
+from pullweights.cache.removal import empty_trash, fsync_path, make_staging, move_to_trash, publish
 from pullweights.cache.sizes import format_size
 from pullweights.dtypes import DataType, to_numpy
 from pullweights.errors import CacheError
@@ -322,8 +322,8 @@ class EntryWriter:
         if self._durable:
             for pf in self._parts.values():
                 for d in reversed(pf.dirs):
-                    _fsync_path(d)
-            _fsync_path(self._staging)
+                    fsync_path(d)
+            fsync_path(self._staging)
 
     def _record(self, parts: Mapping[str, PartRecord]) -> EntryRecord:
         p = self.payload
@@ -345,29 +345,22 @@ class EntryWriter:
         assert self._staging is not None
         final = entry_dir(self.root, self.key)
         self._ensure_groups(final.parent)
-        replaced = False
-        for _attempt in range(4):
+
+        def is_whole(directory: Path) -> bool:
             try:
-                os.rename(self._staging, final)
-            except OSError as exc:
-                if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
-                    raise
-            else:
-                self._staging = None
-                if self._durable:
-                    _fsync_path(final.parent)
-                if replaced:
-                    empty_trash(self.root)
-                return
-            # Someone else's entry is in place: keep it if it is whole, replace it if not.
-            try:
-                check_files(final, read_record(final))
+                check_files(directory, read_record(directory))
             except (FileNotFoundError, CorruptEntry):
-                replaced = move_to_trash(self.root, final) or replaced
-                continue
+                return False
+            return True
+
+        try:
+            ours = publish(self.root, self._staging, final, is_whole, self._durable)
+        except OSError as exc:
+            raise CacheError(f"cache at {self.root}: cannot publish entry {self.key}") from exc
+        if ours:
+            self._staging = None
+        else:  # another writer's whole entry is in place
             self._discard_staging()
-            return
-        raise CacheError(f"cache at {self.root}: cannot publish entry {self.key}")
 
     def _ensure_groups(self, prefix_dir: Path) -> None:
         """Make ``entries/`` and ``entries/<kk>/`` zarr groups (idempotent, atomic)."""
@@ -439,11 +432,3 @@ class EntryWriter:
                 f"({need} bytes){free}: {exc.strerror}"
             )
         return CacheError(f"cache at {self.root}: cannot {doing} {what}: {exc}")
-
-
-def _fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
