@@ -23,6 +23,7 @@ from pathlib import Path
 
 __all__ = [
     "clean_staging",
+    "discard",
     "empty_trash",
     "fsync_path",
     "make_staging",
@@ -129,6 +130,14 @@ def clean_staging(root: Path, remove: bool = True) -> list[Path]:
     if remove and found:
         empty_trash(root)
     return found
+
+
+def discard(root: Path, staging: Path) -> None:
+    """Throw a writer's staging directory away; on failure it is left for the next
+    :func:`clean_staging` (the writer's lock dies with its process)."""
+    with contextlib.suppress(OSError):
+        move_to_trash(root, staging)
+        empty_trash(root)
 
 
 def fsync_path(path: Path) -> None:

@@ -16,7 +16,6 @@ the checksums of the small files (the model itself) before a runtime sees them.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import json
 import mmap
@@ -30,7 +29,12 @@ from typing import Any
 
 from pullweights.cache.entry import checksum
 from pullweights.cache.layout import CorruptEntry, check_key
-from pullweights.cache.removal import empty_trash, fsync_path, make_staging, move_to_trash, publish
+from pullweights.cache.removal import (
+    discard,
+    fsync_path,
+    make_staging,
+    publish,
+)
 
 __all__ = [
     "RECORD",
@@ -316,9 +320,7 @@ class SessionWriter:
 
     def _discard(self) -> None:
         if self.directory is not None:
-            with contextlib.suppress(OSError):  # else left for the next clean_staging
-                move_to_trash(self.root, self.directory)
-                empty_trash(self.root)
+            discard(self.root, self.directory)
         self.directory = None
 
     def _release(self) -> None:

@@ -50,7 +50,12 @@ from pullweights.cache.layout import (
     group_metadata,
     read_record,
 )
-from pullweights.cache.removal import empty_trash, fsync_path, make_staging, move_to_trash, publish
+from pullweights.cache.removal import (
+    discard,
+    fsync_path,
+    make_staging,
+    publish,
+)
 from pullweights.cache.sizes import format_size
 from pullweights.dtypes import DataType, to_numpy
 from pullweights.errors import CacheError
@@ -394,11 +399,7 @@ class EntryWriter:
     def _discard_staging(self) -> None:
         self._close_parts()
         if self._staging is not None:
-            try:
-                move_to_trash(self.root, self._staging)
-                empty_trash(self.root)
-            except OSError:
-                pass  # left for the next clean_staging: our lock dies with this process
+            discard(self.root, self._staging)
         self._staging = None
 
     def _close_parts(self) -> None:
