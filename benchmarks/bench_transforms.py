@@ -49,24 +49,23 @@ from tests.gguf_layouts.ort_graphs import build, matmul_model  # noqa: E402
 RESULTS = ROOT / "benchmarks" / "results" / "transforms.json"
 
 
-def best_time(fn: Callable[[], object], reps: int) -> float:
+def _times(fn: Callable[[], object], reps: int) -> list[float]:
+    """Wall times of ``reps`` calls after one warm-up call."""
     fn()
     times = []
     for _ in range(reps):
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
-    return min(times)
+    return times
+
+
+def best_time(fn: Callable[[], object], reps: int) -> float:
+    return min(_times(fn, reps))
 
 
 def median_time(fn: Callable[[], object], reps: int) -> float:
-    fn()
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
+    return float(np.median(_times(fn, reps)))
 
 
 def rel_error(y: np.ndarray, x: np.ndarray, w: np.ndarray) -> float:
