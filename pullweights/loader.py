@@ -61,6 +61,9 @@ class WeightLoader:
         self.cache = cache
         self.progress = progress
         self._sem = asyncio.Semaphore(max_workers or os.cpu_count() or 2)
+        # Payloads already pulled by this loader (a graph asks in two passes: weights
+        # onnxruntime prepacks, then bound weights; one payload may feed both).
+        self._pulled: dict[int, tuple[Payload, dict[str, np.ndarray]]] = {}
 
     async def load(self, refs: Mapping[str, WeightRef]) -> dict[str, np.ndarray]:
         """Arrays for every reference, by name. Cancelling stops every pending pull."""
@@ -72,8 +75,13 @@ class WeightLoader:
         start = time.perf_counter()
 
         async def one(payload: Payload) -> tuple[int, dict[str, np.ndarray]]:
-            async with self._sem:
-                arrays = await self._load_payload(payload)
+            pulled = self._pulled.get(id(payload))
+            if pulled is not None:
+                arrays = pulled[1]
+            else:
+                async with self._sem:
+                    arrays = await self._load_payload(payload)
+                self._pulled[id(payload)] = (payload, arrays)
             done[0] += 1
             done[1] += payload.length
             if self.progress is not None:
