@@ -43,7 +43,7 @@ TEXT = (
 async def pullweights_worker(request: dict[str, Any]) -> dict[str, Any]:
     """The pullweights side of one process: load, then prefill + decode ``repeats`` times."""
     from loaders import load_model
-    from pullweights.context import create_context
+    from pullweights.runtime.context import create_context
     from pullweights.memstats import MemoryMonitor
 
     with MemoryMonitor() as monitor:

@@ -91,7 +91,7 @@ async def pullweights_logits(
 ) -> tuple[list[list[int]], list[np.ndarray]]:
     """Token ids of :data:`PROMPTS` and every position's logits, from pullweights."""
     from loaders import load_model
-    from pullweights.context import create_context
+    from pullweights.runtime.context import create_context
 
     context = create_context(cache_dir=cache_dir or "default")
     model = await load_model(name, context=context, context_length=512, accuracy_level=level)

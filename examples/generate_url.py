@@ -20,7 +20,7 @@ import tempfile
 from aiohttp import web
 
 from loaders import GenerationStats, SamplingParams, generate, load_model
-from pullweights.context import create_context
+from pullweights.runtime.context import create_context
 from pullweights.gguf.reader import open_model_source
 from pullweights.sources.base import ByteSource
 

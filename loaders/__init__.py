@@ -21,10 +21,10 @@ from loaders.llama import LLAMA
 from loaders.model import LanguageModel, LoadStats, build_model
 from loaders.qwen2 import QWEN2
 from loaders.sampling import SamplingParams
-from pullweights.context import Context, create_context
 from pullweights.errors import UnsupportedError
+from pullweights.events import ProgressCallback
 from pullweights.gguf.reader import GGUFFile, ModelSpec, open_gguf
-from pullweights.loader import ProgressCallback
+from pullweights.runtime.context import Context, create_context
 
 __all__ = [
     "ARCHITECTURES",
@@ -82,7 +82,7 @@ async def load_model(
             :data:`DEFAULT_CONTEXT`, at most the model's training context).
         accuracy_level: ``MatMulNBits`` accuracy level (default: 4, int8 activations;
             0 computes with exact float activations).
-        progress: called with a :class:`~pullweights.loader.LoadEvent` per weight pulled.
+        progress: called with a :class:`~pullweights.events.Progress` per weight pulled.
 
     Raises:
         UnsupportedError: an architecture or tensor type that is not handled.

@@ -61,19 +61,22 @@ def config(metadata: Mapping[str, object], vocab_size: int) -> ModelConfig:
 def build(b: GraphBuilder, w: WeightMap, io: DecoderInputs) -> Operand:
     """The gemma3 decoder: logits of the rows ``io.logits_index``."""
     c = io.config
-    x = w.embedding(io.input_ids, "token_embd.weight")
-    x = b.mul(x, b.constant(np.float32(c.embedding_scale)))
+    with b.stage("embedding"):
+        x = w.embedding(io.input_ids, "token_embd.weight")
+        x = b.mul(x, b.constant(np.float32(c.embedding_scale)))
     for i in range(c.n_layers):
         p = f"blk.{i}."
 
         def norm(x: Operand, name: str, p: str = p) -> Operand:
             return rms_norm(b, x, w.raw(p + name, (c.hidden,)), c.rms_eps)
 
-        a = attention(b, w, io, i, norm(x, "attn_norm.weight"))
-        x = b.add(x, norm(a, "post_attention_norm.weight"))
-        f = feed_forward(b, w, i, norm(x, "ffn_norm.weight"), "gelu_tanh")
-        x = b.add(x, norm(f, "post_ffw_norm.weight"))
-    return output_logits(b, w, io, x)
+        with b.stage(f"layer {i}"):
+            a = attention(b, w, io, i, norm(x, "attn_norm.weight"))
+            x = b.add(x, norm(a, "post_attention_norm.weight"))
+            f = feed_forward(b, w, i, norm(x, "ffn_norm.weight"), "gelu_tanh")
+            x = b.add(x, norm(f, "post_ffw_norm.weight"))
+    with b.stage("head"):
+        return output_logits(b, w, io, x)
 
 
 GEMMA3 = Architecture("gemma3", config, build)

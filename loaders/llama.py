@@ -41,14 +41,17 @@ def config(metadata: Mapping[str, object], vocab_size: int) -> ModelConfig:
 def pre_norm_decoder(b: GraphBuilder, w: WeightMap, io: DecoderInputs) -> Operand:
     """The llama decoder (shared with qwen2): logits of the rows ``io.logits_index``."""
     c = io.config
-    x = w.embedding(io.input_ids, "token_embd.weight")
+    with b.stage("embedding"):
+        x = w.embedding(io.input_ids, "token_embd.weight")
     for i in range(c.n_layers):
         p = f"blk.{i}."
-        h = rms_norm(b, x, w.raw(p + "attn_norm.weight", (c.hidden,)), c.rms_eps)
-        x = b.add(x, attention(b, w, io, i, h))
-        h = rms_norm(b, x, w.raw(p + "ffn_norm.weight", (c.hidden,)), c.rms_eps)
-        x = b.add(x, feed_forward(b, w, i, h, "silu"))
-    return output_logits(b, w, io, x)
+        with b.stage(f"layer {i}"):
+            h = rms_norm(b, x, w.raw(p + "attn_norm.weight", (c.hidden,)), c.rms_eps)
+            x = b.add(x, attention(b, w, io, i, h))
+            h = rms_norm(b, x, w.raw(p + "ffn_norm.weight", (c.hidden,)), c.rms_eps)
+            x = b.add(x, feed_forward(b, w, i, h, "silu"))
+    with b.stage("head"):
+        return output_logits(b, w, io, x)
 
 
 LLAMA = Architecture("llama", config, pre_norm_decoder, aliases=("mistral",))

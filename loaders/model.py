@@ -1,6 +1,6 @@
 """A loaded language model: its compiled decoder graph, tokenizer and KV cache.
 
-The KV cache is one pair of :class:`~pullweights.tensor.Tensor` per layer, allocated once
+The KV cache is one pair of :class:`~pullweights.runtime.tensor.Tensor` per layer, allocated once
 at ``float32[1, kv_heads, context, head_dim]`` (zero pages: memory is only touched as
 positions fill) and bound as both the ``past_*`` inputs and the ``present_*`` outputs of
 every step, so ``GroupQueryAttention`` appends the new rows in place. A step takes any
@@ -22,16 +22,11 @@ from loaders.blocks import Architecture, DecoderInputs
 from loaders.config import DEFAULT_CONTEXT, ModelConfig
 from loaders.tokenizer import Tokenizer
 from loaders.weights import WeightMap
-from pullweights.cache import WeightCache
-from pullweights.context import Context, create_context
-from pullweights.descriptor import TensorDescriptor
+from pullweights import Context, Graph, GraphBuilder, Tensor, TensorDescriptor, create_context
 from pullweights.errors import ComputeError, FormatError, GraphError
+from pullweights.events import ProgressCallback
 from pullweights.gguf.reader import GGUFFile
-from pullweights.graph.builder import GraphBuilder
-from pullweights.graph.compiled import Graph, compile_graph
-from pullweights.graph.lowering import lower
-from pullweights.loader import ProgressCallback
-from pullweights.tensor import Tensor
+from pullweights.graph.stages import StagePlan
 
 __all__ = ["LanguageModel", "LoadStats", "build_model"]
 
@@ -146,6 +141,7 @@ async def build_model(
     context_length: int | None = None,
     accuracy_level: int | None = None,
     progress: ProgressCallback | None = None,
+    stages: StagePlan = "auto",
 ) -> LanguageModel:
     """Build, load and compile ``gguf`` as ``architecture`` (see :func:`loaders.load_model`)."""
     start = time.perf_counter()
@@ -177,13 +173,15 @@ async def build_model(
         weights = WeightMap(builder, gguf, accuracy_level=accuracy_level)
         io = DecoderInputs.declare(builder, config, length)
         logits = architecture.build(builder, weights, io)
-        payloads = {id(ref.payload): ref.payload for ref in builder.weights.values()}
-        transformed = [p for p in payloads.values() if p.transform is not None]
+        payloads = weights.payloads
+        transformed = [p for p in payloads if p.transform is not None]
         cache = context.cache
-        hits = sum(1 for p in transformed if isinstance(cache, WeightCache) and cache.contains(p))
-        lowered = lower(builder, {"logits": logits, **io.presents})
-        graph = await compile_graph(
-            context, lowered, progress=progress, on_session_started=start_tokenizer
+        hits = sum(1 for p in transformed if cache is not None and cache.contains(p))
+        graph = await builder.build(
+            {"logits": logits, **io.presents},
+            stages=stages,
+            progress=progress,
+            on_compile_start=start_tokenizer,
         )
         start_tokenizer()  # no-op: compiling has called it (kept for any path that did not)
         assert tokenizer_task is not None

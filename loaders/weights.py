@@ -61,6 +61,11 @@ class WeightMap:
         self._operands: dict[str, Operand] = {}
 
     # ------------------------------------------------------------------ lookup
+    @property
+    def payloads(self) -> list[Payload]:
+        """Every payload declared so far, once each."""
+        return list(self._payloads.values())
+
     def has(self, name: str) -> bool:
         """True when the file has tensor ``name``."""
         return name in self.gguf.tensors

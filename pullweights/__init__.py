@@ -4,7 +4,6 @@ Build a graph whose weights are references (a byte range of a file, a tensor of 
 file, a URL) instead of bytes; ``build()`` pulls them zero-copy while the graph compiles.
 """
 
-from pullweights.context import ComputePolicy, Context, create_context
 from pullweights.descriptor import Dim, TensorDescriptor
 from pullweights.errors import (
     CacheError,
@@ -20,10 +19,9 @@ from pullweights.errors import (
     UnsupportedError,
 )
 from pullweights.graph.builder import GraphBuilder
-from pullweights.graph.compiled import Graph
 from pullweights.graph.operand import Operand
+from pullweights.runtime import ComputePolicy, Context, Graph, Tensor, create_context
 from pullweights.sources import ByteSource, ConcatSource, FileSource, MemorySource
-from pullweights.tensor import Tensor
 from pullweights.weights import Payload, Transform, WeightRef, raw_weight
 
 __all__ = [

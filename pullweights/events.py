@@ -52,6 +52,8 @@ __all__ = [
     "ENV_EVENTS",
     "Event",
     "Phase",
+    "Progress",
+    "ProgressCallback",
     "Subscriber",
     "emit",
     "listening",
@@ -137,6 +139,23 @@ class Event:
 
 
 Subscriber = Callable[[Event], object]
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Progress of one load, given to a ``progress`` callback after every weight pulled:
+    payloads and bytes done out of the total, seconds since the load began."""
+
+    what: str
+    done: int
+    total: int
+    bytes_done: int
+    bytes_total: int
+    elapsed: float
+
+
+#: A ``progress=`` callback (it may also be a coroutine function).
+ProgressCallback = Callable[[Progress], object]
 
 _lock = threading.Lock()
 _subscribers: tuple[Subscriber, ...] = ()

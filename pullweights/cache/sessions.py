@@ -6,7 +6,7 @@
     <root>/sessions/<key>/<file>...      the saved files (an optimized model, its data)
     <root>/staging/<key>.<pid>.<token>/  a session entry being written (not yet visible)
 
-The cache does not know what the files mean (:mod:`pullweights.graph.session_cache` does);
+The cache does not know what the files mean (:mod:`pullweights.runtime.saved` does);
 it keeps them whole: a :class:`SessionWriter` hands out a locked staging directory, and
 ``commit`` checksums and flushes every file, writes the record last and renames the
 directory into ``sessions/`` — the same crash-safe protocol as weight entries, sharing

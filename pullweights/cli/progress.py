@@ -7,7 +7,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from pullweights.loader import LoadEvent, ProgressCallback
+from pullweights.events import Progress, ProgressCallback
 
 __all__ = ["load_progress_bar"]
 
@@ -30,7 +30,7 @@ def load_progress_bar(enabled: bool, desc: str = "loading") -> tuple[Any, Progre
         dynamic_ncols=True,
     )
 
-    def update(event: LoadEvent) -> None:
+    def update(event: Progress) -> None:
         bar.total = event.bytes_total
         bar.update(event.bytes_done - bar.n)
         bar.set_postfix_str(f"{event.done}/{event.total} weights", refresh=True)

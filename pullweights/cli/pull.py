@@ -15,11 +15,12 @@ import time
 from typing import Any
 
 from pullweights.cli.progress import load_progress_bar
-from pullweights.context import create_context
 from pullweights.errors import CacheError
+from pullweights.events import ProgressCallback
 from pullweights.gguf.reader import GGUFFile, open_gguf
-from pullweights.loader import ProgressCallback, WeightLoader
 from pullweights.memstats import MemoryMonitor
+from pullweights.runtime.context import create_context
+from pullweights.runtime.puller import WeightPuller
 
 __all__ = ["add_parser", "run"]
 
@@ -51,8 +52,8 @@ async def _cache_tensors(gguf: GGUFFile, context: Any, progress: ProgressCallbac
     for name, tensor in gguf.tensors.items():
         transform = choose_transform(tensor.ggml_type, tensor.shape, tensor_role(name))
         refs.update({f"{name}/{p}": r for p, r in tensor.payload(transform).refs().items()})
-    loader = WeightLoader(context.cache, progress=progress)
-    await loader.load(refs)
+    loader = WeightPuller(context.cache, progress=progress)
+    await loader.pull(refs)
     return len(gguf.tensors)
 
 
@@ -66,9 +67,10 @@ async def run(args: argparse.Namespace) -> int:
 
     model: str | list[str] = args.model if len(args.model) > 1 else args.model[0]
     context = create_context(cache_dir=args.cache_dir or "default")
-    if context.cache_dir is None:
+    cache = context.cache
+    if context.cache_dir is None or cache is None:
         raise CacheError("pull needs a cache directory")
-    before = context.cache.total_bytes()  # type: ignore[attr-defined]
+    before = cache.total_bytes()
     start = time.perf_counter()
     bar, progress = load_progress_bar(not args.no_progress and sys.stderr.isatty(), "pulling")
     with MemoryMonitor() as monitor:
@@ -86,7 +88,7 @@ async def run(args: argparse.Namespace) -> int:
         finally:
             if bar is not None:
                 bar.close()
-    after = context.cache.total_bytes()  # type: ignore[attr-defined]
+    after = cache.total_bytes()
     print(
         f"pulled {what} in {time.perf_counter() - start:.1f} s; cache {context.cache_dir} "
         f"holds {after / MB:.1f} MiB ({(after - before) / MB:+.1f} MiB); peak private "

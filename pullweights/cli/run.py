@@ -14,9 +14,9 @@ import time
 from typing import Any
 
 from pullweights.cli.progress import load_progress_bar
-from pullweights.context import POLICIES, create_context
 from pullweights.gguf.installed import installed_model_names
 from pullweights.memstats import MemoryMonitor
+from pullweights.runtime.context import POLICIES, create_context
 
 __all__ = ["DEFAULT_MODEL", "add_parser", "run"]
 

@@ -2,15 +2,24 @@
 
 Follows the WebNN ``MLGraphBuilder`` shape: ``input()``, ``constant()``, ops, ``build()``.
 A weight is an ``input()`` that carries a :class:`~pullweights.weights.WeightRef` instead of
-bytes; ``build()`` lowers to ONNX without reading any weight, then pulls the weights and
-compiles the onnxruntime session off the event loop.
+bytes; ``build()`` lowers to ONNX without reading any weight and hands the result to the
+builder's context (:class:`~pullweights.runtime.context.Context`), which pulls the weights
+and compiles it, stage by stage, off the event loop.
+
+The builder knows nothing of where bytes come from or how graphs run: it talks to its
+context through the :class:`Compiler` protocol.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping
+from typing import Any, Generic, Protocol
 
+from typing_extensions import TypeVar
+
+from pullweights.errors import GraphError
+from pullweights.events import ProgressCallback
+from pullweights.graph.lowering import LoweredGraph, StagePlan, lower
 from pullweights.graph.operand import Operand
 from pullweights.graph.ops_elementwise import ElementwiseOps
 from pullweights.graph.ops_linalg import LinalgOps
@@ -19,14 +28,29 @@ from pullweights.graph.ops_reduce import ReduceOps
 from pullweights.graph.ops_shape import ShapeOps
 from pullweights.graph.ops_transformer import TransformerOps
 
-if TYPE_CHECKING:
-    from pullweights.graph.compiled import Graph
-    from pullweights.loader import ProgressCallback
+__all__ = ["Compiler", "GraphBuilder"]
 
-__all__ = ["GraphBuilder"]
+#: What the context's ``compile`` returns (a ``pullweights.Graph``).
+G = TypeVar("G", covariant=True, default=Any)
 
 
-class GraphBuilder(ElementwiseOps, LinalgOps, ShapeOps, ReduceOps, NNOps, TransformerOps):
+class Compiler(Protocol[G]):
+    """What a builder's context does with a lowered graph (the runtime implements it)."""
+
+    async def compile(
+        self,
+        lowered: LoweredGraph,
+        *,
+        progress: ProgressCallback | None = None,
+        on_compile_start: Callable[[], object] | None = None,
+    ) -> G:
+        """Pull ``lowered``'s weights and compile it; cancellable."""
+        ...
+
+
+class GraphBuilder(
+    ElementwiseOps, LinalgOps, ShapeOps, ReduceOps, NNOps, TransformerOps, Generic[G]
+):
     """Builds one graph. Ops check shapes and dtypes when called and raise
     :class:`~pullweights.errors.GraphError` naming the op and operands.
 
@@ -40,23 +64,53 @@ class GraphBuilder(ElementwiseOps, LinalgOps, ShapeOps, ReduceOps, NNOps, Transf
         result = await graph.compute({"x": data})
     """
 
+    def __init__(self, context: Compiler[G]) -> None:
+        """Start a graph that ``context`` compiles (``pullweights.create_context()``).
+
+        Raises:
+            GraphError: ``context`` cannot compile graphs.
+        """
+        if not callable(getattr(context, "compile", None)):
+            raise GraphError(
+                f"GraphBuilder needs a context (pullweights.create_context()), got "
+                f"{type(context).__name__}"
+            )
+        super().__init__(context)
+        self.compiler: Compiler[G] = context
+
     async def build(
-        self, outputs: Mapping[str, Operand], *, progress: ProgressCallback | None = None
-    ) -> Graph:
+        self,
+        outputs: Mapping[str, Operand],
+        *,
+        stages: StagePlan = "auto",
+        progress: ProgressCallback | None = None,
+        on_compile_start: Callable[[], object] | None = None,
+    ) -> G:
         """Lower to ONNX, pull the weights and compile, off the event loop; cancellable.
 
         Args:
             outputs: the graph's outputs by name; ``compute`` returns them in this order.
-            progress: called with a :class:`~pullweights.loader.LoadEvent` per weight pulled.
+            stages: how the graph is cut into stages, each its own onnxruntime session
+                compiled as soon as its own weights have arrived: ``"auto"`` (cut by the
+                bytes of the weights onnxruntime prepacks, preferring the boundaries
+                marked with :meth:`stage`), ``"marked"`` (exactly the marked stages),
+                or an ``int`` (at most that many stages; 1 = one session).
+            progress: called with a :class:`~pullweights.events.Progress` per weight
+                pulled.
+            on_compile_start: called (on the event loop) once every stage's session is
+                being created and only bound weights are still arriving: from then on
+                compiling needs little Python, so GIL-heavy work started there (building
+                a tokenizer) no longer delays it.
 
         Returns:
-            A :class:`~pullweights.graph.compiled.Graph` whose ``compute`` returns the
-            outputs under these names and in this order.
-        """
-        from pullweights.context import create_context
-        from pullweights.graph.compiled import compile_graph
-        from pullweights.graph.lowering import lower
+            The context's compiled graph (a :class:`~pullweights.runtime.graph.Graph`),
+            whose ``compute`` returns the outputs under these names and in this order.
 
-        lowered = lower(self, outputs)
-        context = self.context or create_context()
-        return await compile_graph(context, lowered, progress=progress)
+        Raises:
+            GraphError: no outputs, a bad output name, or a bad ``stages`` value.
+            CompileError: onnxruntime refused the graph.
+        """
+        lowered = lower(self, outputs, stages=stages)
+        return await self.compiler.compile(
+            lowered, progress=progress, on_compile_start=on_compile_start
+        )

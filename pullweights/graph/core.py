@@ -5,11 +5,12 @@ Op families (``ops_*.py``) subclass :class:`BuilderCore`; :class:`GraphBuilder` 
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import sys
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -20,9 +21,6 @@ from pullweights.dtypes import DataType, check_dtype, from_numpy, to_numpy
 from pullweights.errors import GraphError
 from pullweights.graph.operand import Operand
 from pullweights.weights import WeightRef
-
-if TYPE_CHECKING:
-    from pullweights.context import Context
 
 __all__ = ["BuilderCore"]
 
@@ -46,9 +44,16 @@ class BuilderCore:
     #: to onnxruntime as zero-copy initializers.
     EMBED_LIMIT = 4096
 
-    def __init__(self, context: Context | None = None) -> None:
+    def __init__(self, context: object = None) -> None:
+        #: Where the graph compiles (a :class:`~pullweights.runtime.context.Context`).
         self.context = context
         self.nodes: list[NodeProto] = []
+        #: Descriptor of every value an op produced, by name (stage boundaries need them).
+        self.values: dict[str, TensorDescriptor] = {}
+        #: Stage mark of every node (index into :attr:`stage_names`; 0 = before any mark).
+        self.node_stage: dict[str, int] = {}
+        self.stage_names: list[str] = [""]
+        self._stage = 0
         self.inputs: dict[str, TensorDescriptor] = {}
         self.weights: dict[str, WeightRef] = {}
         self.constants: dict[str, np.ndarray] = {}
@@ -106,6 +111,32 @@ class BuilderCore:
         self.constants[name] = np.ascontiguousarray(arr)
         return Operand(self, name, TensorDescriptor(dt, arr.shape), f"constant{list(arr.shape)}")
 
+    @contextlib.contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        """Mark the ops called inside the block as one stage of the graph.
+
+        A stage is compiled as its own onnxruntime session as soon as its own weights
+        have arrived, while later stages' bytes are still being read, and runs chained
+        to its neighbours (see ``build(stages=...)``). Stages are marked in the order
+        ops are called; nesting is not allowed.
+
+        Raises:
+            GraphError: a stage is already open, or ``name`` is empty or used.
+        """
+        self._check_open("stage")
+        if self.stage_names[self._stage] != "":
+            raise GraphError(f"stage {name!r}: stage {self.stage_names[self._stage]!r} is open")
+        if not name or name in self.stage_names:
+            raise GraphError(f"stage: name {name!r} is empty or already used")
+        self.stage_names.append(name)
+        self._stage = len(self.stage_names) - 1
+        try:
+            yield
+        finally:
+            # Ops after the block belong to no marked stage: a fresh unnamed unit.
+            self.stage_names.append("")
+            self._stage = len(self.stage_names) - 1
+
     # ------------------------------------------------------------------ for ops
     def _check_open(self, op: str) -> None:
         if self._built:
@@ -158,6 +189,8 @@ class BuilderCore:
             op_type, names, out_names, name=node_name, domain=domain or None, **attrs
         )
         self.nodes.append(node)
+        self.node_stage[node_name] = self._stage
+        self.values.update(zip(out_names, outputs, strict=True))
         origin = f"{label} (node {node_name!r}, called at {_caller()})"
         self.origins[node_name] = origin
         result = [Operand(self, n, d, origin) for n, d in zip(out_names, outputs, strict=True)]

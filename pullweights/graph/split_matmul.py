@@ -2,7 +2,7 @@
 
 onnxruntime prepacks each ``MatMulNBits`` weight into one heap buffer (about 1.25x the
 size of ``B`` for 8-bit weights with ``accuracy_level=4``). A session that reloads saved
-prepacked weights (see :mod:`pullweights.graph.session_cache`) still packs every weight
+prepacked weights (see :mod:`pullweights.runtime.saved`) still packs every weight
 once on the heap to find its saved copy, then frees it, so loading peaks at the largest
 packed buffer; saving an optimized model copies each initializer into memory once. An
 output head of a 262144-token vocabulary makes that one 200 MiB buffer.
@@ -131,13 +131,15 @@ def split_large_matmuls(
     descriptors: Mapping[str, TensorDescriptor],
     origins: dict[str, str],
     max_bytes: int | None = None,
+    parents: dict[str, str] | None = None,
 ) -> tuple[list[onnx.NodeProto], dict[str, InitializerSource]]:
     """Split every ``MatMulNBits`` whose constant operands are all in ``descriptors`` and
     whose ``B`` exceeds ``max_bytes`` (default :data:`SPLIT_BYTES`) into pieces along
     ``N`` joined by a ``Concat``.
 
     Returns the new node list and the pieces' initializers (name -> source). ``origins``
-    gains an entry for every new node, copied from the node it replaces.
+    gains an entry for every new node, copied from the node it replaces; ``parents``, if
+    given, maps every new node's name to the name of the node it replaces.
     """
     limit = SPLIT_BYTES if max_bytes is None else max_bytes
     result: list[onnx.NodeProto] = []
@@ -151,7 +153,9 @@ def split_large_matmuls(
         result.extend(new_nodes)
         sources.update(new_sources)
         origin = origins.get(node.name)
-        if origin is not None:
-            for new in new_nodes:
+        for new in new_nodes:
+            if origin is not None:
                 origins[new.name] = origin
+            if parents is not None:
+                parents[new.name] = node.name
     return result, sources

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from pullweights import ByteSource, GraphBuilder, TensorDescriptor, raw_weight
-from pullweights.loader import LoadEvent
+from pullweights import ByteSource, GraphBuilder, GraphError, TensorDescriptor, raw_weight
+from pullweights.events import Progress
 from tests.graph.common import builder, declare
 
 
@@ -56,7 +55,7 @@ async def test_build_waits_for_its_weights() -> None:
     w = np.arange(12, dtype=np.float32).reshape(4, 3)
     source = GatedSource(w.tobytes())
     b, outputs = _weight_graph(source, w)
-    events: list[LoadEvent] = []
+    events: list[Progress] = []
     task = asyncio.create_task(b.build(outputs, progress=events.append))  # type: ignore[arg-type]
     await asyncio.wait_for(source.reading.wait(), 5)
     await asyncio.sleep(0.05)
@@ -112,11 +111,6 @@ async def test_cancel_build_while_an_initializer_weight_is_pulled() -> None:
     await _no_tasks_left()
 
 
-async def test_build_without_a_context_uses_the_default(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    monkeypatch.setenv("PULLWEIGHTS_CACHE", str(tmp_path))  # the default cache, kept local
-    b = GraphBuilder()
-    x = b.input("x", TensorDescriptor("int64", [2]))
-    graph = await b.build({"y": b.add(x, x)})
-    np.testing.assert_array_equal((await graph.compute({"x": np.array([1, 2])}))["y"], [2, 4])
+def test_a_builder_needs_a_context() -> None:
+    with pytest.raises(GraphError, match=r"GraphBuilder needs a context .*create_context"):
+        GraphBuilder(None)  # type: ignore[arg-type]

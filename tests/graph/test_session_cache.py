@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +22,13 @@ from gguf.quants import dequantize, quantize
 import pullweights.graph.split_matmul as split_matmul
 from pullweights import Dim, GraphBuilder, TensorDescriptor, create_context
 from pullweights.cache import WeightCache
-from pullweights.context import Context
 from pullweights.gguf.layouts import MatMulNBitsTransform
 from pullweights.gguf.reader import open_gguf
-from pullweights.graph.compiled import Graph, compile_graph
-from pullweights.graph.lowering import LoweredGraph, lower
-from pullweights.graph.session_cache import session_key
+from pullweights.graph.lowering import LoweredStage, lower
 from pullweights.memstats import MemoryMonitor, snapshot
+from pullweights.runtime.context import Context
+from pullweights.runtime.graph import Graph
+from pullweights.runtime.saved import session_key
 
 Q = GGMLQuantizationType
 MIB = 1 << 20
@@ -105,8 +106,10 @@ async def build(context: Context, path: Path, accuracy_level: int = 4) -> Graph:
         return await b.build({"y": h})
 
 
-def context(cache: Path | None, session_cache: bool = True) -> Context:
-    return create_context("low-power", cache_dir=cache, session_cache=session_cache)
+def context(cache: Path | None, session_cache: bool = True, remap: bool = True) -> Context:
+    ctx = create_context("low-power", cache_dir=cache, session_cache=session_cache)
+    ctx.remap_saved = remap
+    return ctx
 
 
 async def run(graph: Graph) -> np.ndarray:
@@ -115,12 +118,10 @@ async def run(graph: Graph) -> np.ndarray:
 
 
 async def saved(graph: Graph) -> Path:
-    assert graph.session_save is not None
-    import asyncio
-
-    path = await asyncio.wrap_future(graph.session_save)
-    assert path is not None and path.is_dir()
-    return path
+    """The one saved session entry of a one-stage graph."""
+    paths = await graph.saved()
+    assert len(paths) == 1 and paths[0].is_dir()
+    return paths[0]
 
 
 @pytest.fixture(scope="module")
@@ -139,7 +140,7 @@ def gguf_path(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[tupl
     return path, write_gguf(path, 0, shapes=shapes)
 
 
-def measure_build(path: str, cache: str, out: str) -> None:
+def measure_build(path: str, cache: str, out: str, remap: bool) -> None:
     """Worker process: build once, report the private memory the build added (JSON on
     stdout) and save the output to ``out``. A process of its own, because memory freed
     by an earlier session stays in this process's heap and would hide new growth."""
@@ -154,25 +155,26 @@ def measure_build(path: str, cache: str, out: str) -> None:
         gc.collect()
         before = snapshot()
         with MemoryMonitor(interval=0.001) as mon:
-            graph = await build(context(Path(cache)), Path(path))
+            graph = await build(context(Path(cache), remap=remap), Path(path))
         np.save(out, await run(graph))
-        if graph.session_save is not None:
-            await saved(graph)
+        await graph.saved()
         return {
             "growth": mon.peak_anonymous - before.anonymous,
+            "held": snapshot().anonymous - before.anonymous,
             "from_saved_session": graph.from_saved_session,
+            "stages": len(graph.stages),
         }
 
     print(json.dumps(asyncio.run(main())))
 
 
-def _measure_in_a_process(path: Path, cache: Path, out: Path) -> dict[str, Any]:
+def _measure_in_a_process(path: Path, cache: Path, out: Path, remap: bool = True) -> dict[str, Any]:
     import json
     import subprocess
     import sys
 
     root = Path(__file__).parents[2]
-    args = ", ".join(repr(str(p)) for p in (path, cache, out))
+    args = ", ".join([*(repr(str(p)) for p in (path, cache, out)), repr(remap)])
     code = f"from tests.graph.test_session_cache import measure_build; measure_build({args})"
     done = subprocess.run(
         [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120
@@ -194,18 +196,28 @@ async def test_second_build_is_identical_and_adds_little_private_memory(
     # int8 activations (accuracy_level 4): a few percent of the output's scale.
     np.testing.assert_allclose(expected, ref, atol=0.03 * np.abs(ref).max())
 
+    held = _measure_in_a_process(path, cache, tmp_path / "held.npy", remap=False)
+    shutil.rmtree(cache / "sessions")
     cold = _measure_in_a_process(path, cache, tmp_path / "cold.npy")
     warm = _measure_in_a_process(path, cache, tmp_path / "warm.npy")
     assert not cold["from_saved_session"] and warm["from_saved_session"]
-    np.testing.assert_array_equal(np.load(tmp_path / "cold.npy"), expected)
-    np.testing.assert_array_equal(np.load(tmp_path / "warm.npy"), expected)
-    # Packed weights: ~5.3 MiB per Q8_0 matrix, ~2.7 MiB per Q4_0 one (~53 MiB in all).
-    # The cold build holds them all on the heap; the warm one maps the saved ones and
-    # packs one matrix at a time to find its saved copy, which it frees (measured: cold
-    # 53-58 MiB; warm 5-18 MiB, one to three freed buffers the heap kept).
-    print(f"private growth: cold {cold['growth'] / MIB:.1f} MiB, warm {warm['growth'] / MIB:.1f}")
-    assert cold["growth"] > 40 * MIB
-    assert warm["growth"] < 0.5 * cold["growth"]
+    for name in ("held", "cold", "warm"):
+        np.testing.assert_array_equal(np.load(tmp_path / f"{name}.npy"), expected)
+    # Packed weights: ~5.3 MiB per Q8_0 matrix, ~2.7 MiB per Q4_0 one (~53 MiB in all),
+    # in two stages. Without re-opening, a first build keeps them all on the heap; with
+    # it, each stage's packed copies leave the heap once saved (at most one stage's are
+    # held at a time); a warm build maps the saved ones and packs one matrix at a time
+    # to find its saved copy, which it frees.
+    print(
+        f"private growth: kept {held['growth'] / MIB:.1f} MiB, cold {cold['growth'] / MIB:.1f}, "
+        f"warm {warm['growth'] / MIB:.1f}; held after: {held['held'] / MIB:.1f}, "
+        f"{cold['held'] / MIB:.1f}, {warm['held'] / MIB:.1f}; stages {cold['stages']}"
+    )
+    assert cold["stages"] == 2
+    assert held["held"] > 40 * MIB
+    assert cold["held"] < 0.4 * held["held"]
+    assert cold["growth"] < 0.8 * held["growth"]
+    assert warm["growth"] < 0.5 * held["growth"]
 
 
 async def test_saved_packed_buffers_are_page_aligned(
@@ -289,7 +301,7 @@ async def test_key_follows_the_model_and_the_weights(
                 block_size=t.block_size,
                 accuracy_level=accuracy_level,
             )
-            return session_key(ctx, lower(b, {"y": y}))
+            return session_key(ctx, lower(b, {"y": y}).stages[0])
 
     base = await key(path)
     assert base == await key(path)
@@ -297,10 +309,10 @@ async def test_key_follows_the_model_and_the_weights(
     fallback = create_context("fallback", cache_dir=tmp_path / "cache")
     b = GraphBuilder(fallback)
     x = b.input("x", TensorDescriptor("float32", [2]))
-    lowered_a = lower(b, {"y": b.relu(x)})
+    lowered_a = lower(b, {"y": b.relu(x)}).stages[0]
     b = GraphBuilder(ctx)
     x = b.input("x", TensorDescriptor("float32", [2]))
-    lowered_b = lower(b, {"y": b.relu(x)})
+    lowered_b = lower(b, {"y": b.relu(x)}).stages[0]
     assert session_key(fallback, lowered_a) != session_key(ctx, lowered_b)  # opt. level
 
 
@@ -309,12 +321,12 @@ async def test_no_cache_or_switched_off_saves_nothing(
 ) -> None:
     path, _names = gguf_path
     no_cache = await build(context(None), path)
-    assert no_cache.session_save is None and not no_cache.from_saved_session
+    assert await no_cache.saved() == [] and not no_cache.from_saved_session
     off = await build(context(tmp_path, session_cache=False), path)
-    assert off.session_save is None and not off.from_saved_session
+    assert await off.saved() == [] and not off.from_saved_session
     b = GraphBuilder(context(tmp_path))  # nothing to pack: not worth an entry
     x = b.input("x", TensorDescriptor("float32", [2]))
-    assert (await b.build({"y": b.relu(x)})).session_save is None
+    assert await (await b.build({"y": b.relu(x)})).saved() == []
     assert not (tmp_path / "sessions").exists()
     np.testing.assert_array_equal(await run(off), await run(no_cache))
 
@@ -346,7 +358,7 @@ async def test_large_matmul_is_split_bit_identically(
         "ids": np.array([0, 999, 5]),
     }
 
-    async def graph(limit: int) -> tuple[LoweredGraph, dict[str, np.ndarray]]:
+    async def graph(limit: int) -> tuple[LoweredStage, dict[str, np.ndarray]]:
         monkeypatch.setattr(split_matmul, "SPLIT_BYTES", limit)
         ctx = context(None)
         b = GraphBuilder(ctx)
@@ -360,9 +372,9 @@ async def test_large_matmul_is_split_bit_identically(
             y = b.matmul_nbits(
                 x, w["B"], w["scales"], w["zero_points"], k=t.k, n=t.n, bits=8, block_size=32
             )
-            lowered = lower(b, {"y": y, "rows": b.gather(w["B"], ids, axis=0)})
-            g = await compile_graph(ctx, lowered)
-        return lowered, await g.compute(feeds)
+            lowered = lower(b, {"y": y, "rows": b.gather(w["B"], ids, axis=0)}, stages=1)
+            g = await ctx.compile(lowered)
+        return lowered.stages[0], await g.compute(feeds)
 
     whole, expected = await graph(64 * MIB)
     split, actual = await graph(DIM * DIM // 3 + 1)  # B is DIM * DIM bytes: 3 pieces
@@ -422,7 +434,7 @@ async def test_warm_build_pulls_only_bound_weights(
     assert warm.from_saved_session
     for name in expected:
         np.testing.assert_array_equal(actual[name], expected[name])
-    # One payload (B, scales and zero points of w0): pulled for the initializers, and
-    # again (a cache hit) for the bound input when split.
-    assert pulled[0] == ["w0"] * (2 if split else 1)
+    # One payload (B, scales and zero points of w0): pulled once for the initializers
+    # and, when split, the bound input; warm, only for the bound input (a cache hit).
+    assert pulled[0] == ["w0"]
     assert pulled[1] == (["w0"] if split else [])

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from loaders import GenerationStats, LanguageModel, SamplingParams, generate, load_model
-from pullweights.context import create_context
+from pullweights.runtime.context import create_context
 
 pytestmark = [pytest.mark.model, pytest.mark.slow]
 

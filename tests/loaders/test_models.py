@@ -32,8 +32,8 @@ from loaders import (
     generate_tokens,
     load_model,
 )
-from pullweights.context import create_context
 from pullweights.errors import ComputeError
+from pullweights.runtime.context import create_context
 from tests.reference import ReferenceModel, tiny_config, write_tiny_model
 from tests.reference.tiny_models import random_hf_weights, to_gguf_layout, vocab_for, write_gguf
 

@@ -1,39 +1,41 @@
-"""Saved sessions: onnxruntime's optimized model and prepacked weights, mapped on reload.
+"""Saved sessions: a stage's optimized model and prepacked weights, mapped on reload.
 
 onnxruntime prepacks every ``MatMulNBits`` weight into a private heap buffer when a
-session is created (about 355 MB for gemma3-270m). With
+session is created (about 310 MB for gemma3-270m). With
 ``session.save_external_prepacked_constant_initializers`` it can also write the optimized
 model with those packed buffers in its external data file, and a session created from
-that file maps them instead: loading the same graph again adds almost no private memory.
+that file maps them instead: loading the same stage again adds almost no private memory.
 
-First load (no saved session for the key)
-    The declared initializers are staged as files in a cache staging directory — hard
-    links to the weight cache's chunk files (same filesystem), copies otherwise — and the
-    session is created from a model that points at them, with saving switched on. This
-    is the session the caller gets: no second session is created. It costs writing the
-    saved files while the session is created (the optimized model's data holds every
-    initializer and its packed form: about 2.4x the GGUF size) and, transiently, one
-    copy of the largest initializer, which onnxruntime reads into memory to write it.
-    The saved files are then checked, fixed up (below), checksummed, flushed and
-    published by a background thread, crash-safely (see
-    :mod:`pullweights.cache.sessions`).
+First load of a stage (no saved session for its key)
+    The stage's declared initializers are staged as files in a cache staging directory —
+    hard links to the weight cache's chunk files (same filesystem), copies otherwise —
+    and the session is created from a model that points at them, with saving switched
+    on. onnxruntime writes the optimized model, each initializer followed by its packed
+    buffers in one data file; :func:`compact` rewrites that file holding only what the
+    model references, every packed buffer page-aligned, and the entry is checksummed,
+    flushed and published crash-safely (:mod:`pullweights.cache.sessions`).
+
+    onnxruntime reads a packed buffer only from the file that holds its initializer's
+    original bytes, and needs those bytes on every reload (measured: zeroing them gives
+    wrong results; an initializer given through ``add_initializer`` instead is packed
+    again on the heap and the saved copy ignored), so a saved session holds both.
 
 Later loads (a whole saved session exists)
-    The session is created from the saved model; only the weights still bound as graph
-    inputs are pulled. onnxruntime still packs each weight once on the heap to compute
-    the key it finds the saved copy under, then frees it, so loading peaks at the
-    largest packed buffer (:mod:`~pullweights.graph.split_matmul` bounds it).
+    The session is created from the saved model. onnxruntime still packs each weight
+    once on the heap to compute the key it finds the saved copy under (measured: it
+    reads the original bytes — corrupting them changes the results), then frees it, so
+    loading a stage peaks at its largest packed buffer
+    (:mod:`~pullweights.graph.split_matmul` bounds it).
 
-The key covers everything that changes the saved files: the lowered model, the payload
+The key covers everything that changes the saved files: the stage's model, the payload
 key of every weight an initializer is made of, the bytes of large constants, the
 graph-optimization level and providers, the onnxruntime version and the CPU's feature
 flags (packed layouts depend on the instruction set). Only CPU-only sessions are saved.
 
-Fix-up: onnxruntime 1.31 page-aligns packed buffers of 1 MiB or more in its data file
-but writes smaller ones at any offset; the packed layouts align their inner arrays
+Page alignment: onnxruntime 1.31 page-aligns packed buffers of 1 MiB or more in its data
+file but writes smaller ones at any offset; the packed layouts align their inner arrays
 relative to the buffer's address, so a buffer mapped at another alignment than it was
-packed at reads as garbage (NaN logits were measured). Tensors with such buffers are
-moved, with their buffers page-aligned, into a second data file.
+packed at reads as garbage (NaN logits were measured). The rewrite page-aligns all.
 
 Any problem reading, loading or saving falls back to compiling without a saved session
 (a broken entry is removed), so results never depend on the cache.
@@ -48,9 +50,9 @@ import hashlib
 import logging
 import os
 import platform
-import threading
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
@@ -58,27 +60,29 @@ import onnxruntime as ort
 
 from pullweights.cache import WeightCache
 from pullweights.cache.sessions import SessionWriter
-from pullweights.context import Context
-from pullweights.graph.lowering import PLACEHOLDER, LoweredGraph
+from pullweights.graph.lowering import PLACEHOLDER, LoweredStage
 
-__all__ = ["SessionSaver", "saved_session_store", "session_key"]
+if TYPE_CHECKING:
+    from pullweights.runtime.context import Context
 
-log = logging.getLogger("pullweights.graph")
+__all__ = ["MODEL", "SessionSaver", "saved_session_store", "session_key"]
+
+log = logging.getLogger("pullweights.runtime")
 
 #: Bump when the saved files or the key change meaning.
-FORMAT = 1
+FORMAT = 2
 #: Files of a saved session.
 MODEL = "model.onnx"
 DATA = "model.data"
-ALIGNED_DATA = "model.aligned.data"
-#: What onnxruntime writes before the fix-up, and the staged input model.
+#: What onnxruntime writes (rewritten by ``finish``), and the staged input model.
 _ORT_MODEL = "ort.onnx"
+_ORT_DATA = "ort.data"
 _INPUT_MODEL = "input.onnx"
-#: Graphs whose initializers (what onnxruntime packs) are smaller are not worth saving.
+#: Stages whose initializers (what onnxruntime packs) are smaller are not worth saving.
 MIN_SAVED_BYTES = 1 << 20
-#: Packed buffers not at a multiple of this offset are moved.
+#: Packed buffers are placed at multiples of this offset.
 _PAGE = 4096
-#: Alignment of tensor data in the moved file.
+#: Alignment of tensor data smaller than a page.
 _DATA_ALIGN = 64
 
 
@@ -98,22 +102,22 @@ def cpu_fingerprint() -> str:
     return f"{platform.machine()}:{hashlib.sha256(flags.encode()).hexdigest()[:16]}"
 
 
-def saved_session_store(context: Context, lowered: LoweredGraph) -> WeightCache | None:
-    """The cache to save ``lowered``'s session in, or None where saved sessions do not
+def saved_session_store(context: Context, stage: LoweredStage) -> WeightCache | None:
+    """The cache to save ``stage``'s session in, or None where saved sessions do not
     apply: no cache, switched off, a provider other than the CPU, or less than
     :data:`MIN_SAVED_BYTES` of initializers (nothing much to pack)."""
     cache = context.cache
-    if not context.session_cache or not isinstance(cache, WeightCache):
+    if not context.session_cache or cache is None:
         return None
     if list(context.providers) != ["CPUExecutionProvider"]:
         return None
-    if sum(src.nbytes for src in lowered.initializers.values()) < MIN_SAVED_BYTES:
+    if stage.prepacked_bytes < MIN_SAVED_BYTES:
         return None
     return cache
 
 
-def session_key(context: Context, lowered: LoweredGraph) -> str:
-    """The saved-session key of ``lowered`` compiled in ``context`` (40 hex digits)."""
+def session_key(context: Context, stage: LoweredStage) -> str:
+    """The saved-session key of ``stage`` compiled in ``context`` (40 hex digits)."""
     h = hashlib.sha256()
 
     def add(*items: object) -> None:
@@ -124,35 +128,36 @@ def session_key(context: Context, lowered: LoweredGraph) -> str:
     so = context.session_options()
     add("pullweights-session", FORMAT, ort.__version__, cpu_fingerprint())
     add(",".join(context.providers), int(so.graph_optimization_level))
-    h.update(lowered.model.SerializeToString(deterministic=True))
-    for name, src in sorted(lowered.initializers.items()):
+    h.update(stage.model.SerializeToString(deterministic=True))
+    for name, src in sorted(stage.initializers.items()):
         add(name, src.base, src.offset, src.descriptor)
-    for name, ref in sorted(lowered.initializer_weights.items()):
+    for name, ref in sorted(stage.initializer_weights.items()):
         add(name, ref.payload.key, ref.part)
-    for name, arr in sorted(lowered.large_constants.items()):
+    for name, arr in sorted(stage.large_constants.items()):
         add(name, arr.dtype.str, arr.shape, hashlib.sha256(np.ascontiguousarray(arr)).hexdigest())
     return h.hexdigest()[:40]
 
 
-def _label(lowered: LoweredGraph) -> str:
-    sources = {ref.payload.source.name for ref in lowered.initializer_weights.values()}
+def _label(stage: LoweredStage) -> str:
+    sources = {ref.payload.source.name for ref in stage.initializer_weights.values()}
     names = sorted(os.path.basename(name) for name in sources)
     more = f" (+{len(names) - 1} more)" if len(names) > 1 else ""
     origin = f" from {names[0]}{more}" if names else ""
-    return f"{len(lowered.initializers)} initializers{origin}"
+    what = f"stage {stage.name!r}: " if stage.name else ""
+    return f"{what}{len(stage.initializers)} initializers{origin}"
 
 
 class SessionSaver:
-    """Saves the session of one compile into the cache: stage, configure, then finish.
+    """Saves the session of one stage into the cache: stage, configure, then finish.
 
-    Example (what :func:`~pullweights.graph.compiled.compile_graph` does)::
+    Example (what :mod:`pullweights.runtime.pipeline` does)::
 
         saver = SessionSaver(cache, key)
-        model_path = saver.stage(lowered, loaded)
+        model_path = saver.stage(lowered_stage, loaded)
         so = context.session_options()
         saver.configure(so)
         session = ort.InferenceSession(str(model_path), so, providers=providers)
-        saver.finish_in_background()   # fix up, checksum, flush, publish
+        entry = saver.finish()   # compact, checksum, flush, publish
     """
 
     def __init__(self, cache: WeightCache, key: str) -> None:
@@ -165,26 +170,26 @@ class SessionSaver:
 
     # -- staging ----------------------------------------------------------------------
 
-    def stage(self, lowered: LoweredGraph, loaded: Mapping[str, np.ndarray]) -> Path:
+    def stage(self, stage: LoweredStage, loaded: Mapping[str, np.ndarray]) -> Path:
         """Write the model to compile, its initializers as files next to it; returns its path.
 
-        ``loaded`` holds the arrays of ``lowered.initializer_weights`` and
-        ``lowered.large_constants`` by name. Blocking (run it in a worker thread).
+        ``loaded`` holds the arrays of ``stage.initializer_weights`` and
+        ``stage.large_constants`` by name. Blocking (run it in a worker thread).
 
         Raises:
             OSError: the staging directory cannot be written.
         """
         directory = self._writer.open()
-        self._label = _label(lowered)
+        self._label = _label(stage)
         files: dict[str, str] = {}
-        for index, base in enumerate(sorted({s.base for s in lowered.initializers.values()})):
+        for index, base in enumerate(sorted({s.base for s in stage.initializers.values()})):
             name = f"input-{index}.bin"
-            self._stage_array(directory / name, lowered, base, loaded[base])
+            self._stage_array(directory / name, stage, base, loaded[base])
             files[base] = name
         model = onnx.ModelProto()
-        model.CopyFrom(lowered.model)
+        model.CopyFrom(stage.model)
         for tensor in model.graph.initializer:
-            src = lowered.initializers.get(tensor.name)
+            src = stage.initializers.get(tensor.name)
             if src is None:
                 continue
             entries = {e.key: e for e in tensor.external_data}
@@ -196,8 +201,8 @@ class SessionSaver:
         path.write_bytes(model.SerializeToString())
         return path
 
-    def _stage_array(self, path: Path, lowered: LoweredGraph, base: str, array: np.ndarray) -> None:
-        ref = lowered.initializer_weights.get(base)
+    def _stage_array(self, path: Path, stage: LoweredStage, base: str, array: np.ndarray) -> None:
+        ref = stage.initializer_weights.get(base)
         chunk = None if ref is None else self.cache.part_file(ref.payload, ref.part)
         if chunk is not None:
             try:
@@ -217,7 +222,9 @@ class SessionSaver:
         directory = self._writer.directory
         assert directory is not None
         so.optimized_model_filepath = str(directory / _ORT_MODEL)
-        so.add_session_config_entry("session.optimized_model_external_initializers_file_name", DATA)
+        so.add_session_config_entry(
+            "session.optimized_model_external_initializers_file_name", _ORT_DATA
+        )
         so.add_session_config_entry(
             "session.optimized_model_external_initializers_min_size_in_bytes", "1024"
         )
@@ -226,7 +233,7 @@ class SessionSaver:
     # -- finishing --------------------------------------------------------------------
 
     def finish(self) -> Path:
-        """Fix up, checksum, flush and publish the saved files; returns the entry.
+        """Compact, checksum, flush and publish the saved files; returns the entry.
 
         Raises:
             OSError: writing failed; ValueError: onnxruntime's files are not as expected.
@@ -238,24 +245,18 @@ class SessionSaver:
             for item in os.listdir(directory):
                 if item == _INPUT_MODEL or item.startswith("input-"):
                     os.unlink(directory / item)
-            fix_up(directory)
-            return self._writer.commit(self._label, f"onnxruntime {ort.__version__}")
-        except BaseException:
+            compact(directory)
+            path = self._writer.commit(self._label, f"onnxruntime {ort.__version__}")
+        except BaseException as exc:
             self._writer.abort()
+            if not self.done.done():
+                self.done.set_result(None)
+            if isinstance(exc, Exception):
+                log.warning("could not save the session %s: %s", self.key, exc)
             raise
-
-    def finish_in_background(self) -> None:
-        """Run :meth:`finish` in a (non-daemon) thread; :attr:`done` tells the outcome."""
-        threading.Thread(target=self._finish_logged, name="pullweights-session-save").start()
-
-    def _finish_logged(self) -> None:
-        try:
-            path = self.finish()
-        except Exception as exc:
-            log.warning("could not save the session %s: %s", self.key, exc)
-            self.done.set_result(None)
-            return
-        self.done.set_result(path)
+        if not self.done.done():
+            self.done.set_result(path)
+        return path
 
     def abort(self) -> None:
         """Discard the staging (nothing is saved)."""
@@ -276,9 +277,32 @@ def _parse_packed(value: str) -> tuple[str, list[tuple[int, int, str]]]:
     return key, blobs
 
 
-def fix_up(directory: Path) -> None:
-    """Turn onnxruntime's saved ``ort.onnx`` + ``model.data`` into ``model.onnx`` whose
-    packed buffers are all page-aligned (moving misaligned tensors to a second file).
+class _DataFile:
+    """``model.data`` being written: ranges copied from onnxruntime's file, aligned."""
+
+    def __init__(self, directory: Path) -> None:
+        self.src = os.open(directory / _ORT_DATA, os.O_RDONLY | os.O_CLOEXEC)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+        self.dst = os.open(directory / DATA, flags, 0o644)
+        self.end = 0
+
+    def copy(self, offset: int, length: int, align: int) -> int:
+        start = -(-self.end // align) * align
+        _copy_range(self.src, self.dst, offset, start, length)
+        self.end = start + length
+        return start
+
+    def close(self) -> None:
+        try:
+            os.ftruncate(self.dst, self.end)
+        finally:
+            os.close(self.src)
+            os.close(self.dst)
+
+
+def compact(directory: Path) -> None:
+    """Turn onnxruntime's ``ort.onnx`` + ``ort.data`` into ``model.onnx`` + ``model.data``
+    holding what the model references, every packed buffer page-aligned.
 
     Raises:
         ValueError: the model is not as expected (another location, subgraphs, a format
@@ -291,55 +315,32 @@ def fix_up(directory: Path) -> None:
             for a in node.attribute
         ):
             raise ValueError(f"node {node.name} has a subgraph; not saved")
-    moves: list[tuple[onnx.TensorProto, dict[str, onnx.StringStringEntryProto]]] = []
-    for tensor in model.graph.initializer:
-        if tensor.data_location != onnx.TensorProto.EXTERNAL:
-            continue
-        entries = {e.key: e for e in tensor.external_data}
-        if entries["location"].value != DATA:
-            raise ValueError(f"initializer {tensor.name} is in {entries['location'].value}")
-        packed = [_parse_packed(e.value) for k, e in entries.items() if k.startswith("prepacked")]
-        if any(offset % _PAGE for _key, blobs in packed for offset, _n, _c in blobs):
-            moves.append((tensor, entries))
-    if moves:
-        _move(directory, moves)
-    (directory / MODEL).write_bytes(model.SerializeToString())
-    os.unlink(directory / _ORT_MODEL)
-
-
-def _move(
-    directory: Path, moves: list[tuple[onnx.TensorProto, dict[str, onnx.StringStringEntryProto]]]
-) -> None:
-    """Copy each tensor's data and packed buffers into :data:`ALIGNED_DATA`, aligned."""
-    src = os.open(directory / DATA, os.O_RDONLY | os.O_CLOEXEC)
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
-    dst = os.open(directory / ALIGNED_DATA, flags, 0o644)
-    end = 0
-
-    def copy(offset: int, length: int, align: int) -> int:
-        nonlocal end
-        start = -(-end // align) * align
-        _copy_range(src, dst, offset, start, length)
-        end = start + length
-        return start
-
+    data = _DataFile(directory)
     try:
-        for tensor, entries in moves:
-            entries["location"].value = ALIGNED_DATA
+        for tensor in model.graph.initializer:
+            if tensor.data_location != onnx.TensorProto.EXTERNAL:
+                continue
+            entries = {e.key: e for e in tensor.external_data}
+            if entries["location"].value != _ORT_DATA:
+                raise ValueError(f"initializer {tensor.name} is in {entries['location'].value}")
             if "offset" not in entries:
                 entries["offset"] = tensor.external_data.add()
                 entries["offset"].key, entries["offset"].value = "offset", "0"
-            start = copy(int(entries["offset"].value), int(entries["length"].value), _DATA_ALIGN)
-            entries["offset"].value = str(start)
-            for name, entry in entries.items():
-                if name.startswith("prepacked"):
-                    key, blobs = _parse_packed(entry.value)
-                    moved = [f"{copy(o, n, _PAGE)};{n};{c}" for o, n, c in blobs]
-                    entry.value = "|".join([key, *moved])
-        os.ftruncate(dst, end)
+            offset, length = int(entries["offset"].value), int(entries["length"].value)
+            entries["location"].value = DATA
+            # Page-aligned data is memory-mapped on load; other data is read into the heap.
+            align = _PAGE if length >= _PAGE else _DATA_ALIGN
+            entries["offset"].value = str(data.copy(offset, length, align))
+            for key, entry in entries.items():
+                if key.startswith("prepacked"):
+                    packed_key, blobs = _parse_packed(entry.value)
+                    moved = [f"{data.copy(o, n, _PAGE)};{n};{c}" for o, n, c in blobs]
+                    entry.value = "|".join([packed_key, *moved])
     finally:
-        os.close(src)
-        os.close(dst)
+        data.close()
+    (directory / MODEL).write_bytes(model.SerializeToString())
+    os.unlink(directory / _ORT_MODEL)
+    os.unlink(directory / _ORT_DATA)
 
 
 def _copy_range(src: int, dst: int, offset: int, to: int, length: int) -> None:

@@ -8,7 +8,7 @@ import numpy as np
 
 import pullweights as pw
 from pullweights.descriptor import TensorDescriptor
-from pullweights.loader import WeightLoader
+from pullweights.runtime.puller import WeightPuller
 from pullweights.weights import Payload, Transform
 
 
@@ -32,9 +32,9 @@ class CountingSplit(Transform):
 async def test_payload_split_across_two_loads_is_transformed_once() -> None:
     transform = CountingSplit()
     payload = Payload(pw.MemorySource(bytes(range(8))), 0, 8, transform=transform)
-    loader = WeightLoader(None)
-    first = await loader.load({"lo": payload.ref("lo")})
-    second = await loader.load({"hi": payload.ref("hi"), "lo": payload.ref("lo")})
+    loader = WeightPuller(None)
+    first = await loader.pull({"lo": payload.ref("lo")})
+    second = await loader.pull({"hi": payload.ref("hi"), "lo": payload.ref("lo")})
     assert transform.calls == 1
     np.testing.assert_array_equal(first["lo"], [0, 1, 2, 3])
     np.testing.assert_array_equal(second["hi"], [4, 5, 6, 7])

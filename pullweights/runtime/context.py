@@ -1,4 +1,5 @@
-"""The context: a compute policy mapped to onnxruntime settings, a weight loader, a cache.
+"""The context: a compute policy mapped to onnxruntime settings, a weight cache, and the
+compile pipeline a :class:`~pullweights.graph.builder.GraphBuilder` hands its graphs to.
 
 Compute policies use the WebNN ``MLComputePolicy`` names:
 
@@ -20,7 +21,7 @@ policy             onnxruntime settings
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, get_args
@@ -30,10 +31,15 @@ import onnxruntime as ort
 
 from pullweights.descriptor import TensorDescriptor
 from pullweights.errors import GraphError
+from pullweights.events import ProgressCallback
+from pullweights.graph.lowering import LoweredGraph
+from pullweights.runtime.pipeline import compile_graph
+from pullweights.runtime.puller import DEFAULT_BUDGET
+from pullweights.runtime.tensor import Tensor
 
 if TYPE_CHECKING:
-    from pullweights.graph.compiled import Graph
-    from pullweights.tensor import Tensor
+    from pullweights.cache import WeightCache
+    from pullweights.runtime.graph import Graph
 
 __all__ = ["ComputePolicy", "Context", "create_context"]
 
@@ -59,9 +65,16 @@ class Context:
     cache_dir: Path | None = None
     providers: list[str] = field(default_factory=list)
     #: Save compiled sessions (optimized model + prepacked weights) in the cache and map
-    #: them on later loads of the same graph (see :mod:`pullweights.graph.session_cache`).
+    #: them on later loads of the same graph (see :mod:`pullweights.runtime.saved`).
     session_cache: bool = True
-    _cache: object | None = field(default=None, repr=False)
+    #: Bytes a load keeps in flight at most (read buffers and transform outputs not yet
+    #: in their final place).
+    memory_budget: int = DEFAULT_BUDGET
+    #: After saving a stage's session on a first load, re-open it over the saved,
+    #: memory-mapped file so its packed weights leave the heap (costs one more session
+    #: creation per stage; see :mod:`pullweights.runtime.pipeline`).
+    remap_saved: bool = True
+    _cache: WeightCache | None = field(default=None, repr=False)
 
     def session_options(self) -> ort.SessionOptions:
         """Fresh onnxruntime session options for this policy."""
@@ -78,7 +91,7 @@ class Context:
         return so
 
     @property
-    def cache(self) -> object | None:
+    def cache(self) -> WeightCache | None:
         """The :class:`~pullweights.cache.WeightCache` of ``cache_dir`` (opened lazily)."""
         if self._cache is None and self.cache_dir is not None:
             from pullweights.cache import WeightCache
@@ -91,15 +104,20 @@ class Context:
 
         Pass a descriptor (zero-filled; static shape) or an array (copied in).
         """
-        from pullweights.tensor import Tensor
-
         return Tensor.create(value)
 
-    async def compute(
-        self, graph: Graph, inputs: Mapping[str, np.ndarray]
-    ) -> dict[str, np.ndarray]:
-        """Run ``graph`` once (same as ``graph.compute``)."""
-        return await graph.compute(inputs)
+    async def compile(
+        self,
+        lowered: LoweredGraph,
+        *,
+        progress: ProgressCallback | None = None,
+        on_compile_start: Callable[[], object] | None = None,
+    ) -> Graph:
+        """Pull ``lowered``'s weights and compile its stages (what ``GraphBuilder.build``
+        calls; see :mod:`pullweights.runtime.pipeline`)."""
+        return await compile_graph(
+            self, lowered, progress=progress, on_compile_start=on_compile_start
+        )
 
 
 def create_context(
@@ -108,6 +126,7 @@ def create_context(
     intra_op_threads: int | None = None,
     cache_dir: str | os.PathLike[str] | Literal["default"] | None = "default",
     session_cache: bool = True,
+    memory_budget: int | None = None,
 ) -> Context:
     """Create a :class:`Context` for ``policy`` (see the module docs for the mapping).
 
@@ -121,6 +140,7 @@ def create_context(
             in the cache, so a later load of the same graph maps them instead of holding a
             private copy (CPU only; needs ``cache_dir``). Costs disk (about 2.4x the
             model's weights) and some time on the first load.
+        memory_budget: bytes a load keeps in flight at most (default 256 MiB).
 
     Raises:
         GraphError: unknown policy or a negative thread count.
@@ -149,4 +169,5 @@ def create_context(
         cache_dir=None if cache_dir is None else Path(cache_dir),
         providers=_providers(policy),
         session_cache=session_cache,
+        memory_budget=memory_budget or DEFAULT_BUDGET,
     )

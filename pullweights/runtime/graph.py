@@ -1,0 +1,263 @@
+"""A compiled graph: its stages' onnxruntime sessions, chained, with their weights bound.
+
+Each stage is one session (see :mod:`pullweights.graph.stages`). A call runs the stages
+in order in one worker thread; a value one stage makes and a later one reads stays an
+onnxruntime value between them (never copied to numpy). Every stage keeps a few
+``IOBinding`` objects with its weights bound once, so a call binds only what changes:
+the step's inputs, the links and the outputs. ``compute`` checks every input against its
+descriptor, symbolic dimension bounds included.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import re
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from pullweights.descriptor import Dim, TensorDescriptor
+from pullweights.errors import ComputeError
+from pullweights.graph.lowering import LoweredGraph, LoweredStage
+from pullweights.runtime.tensor import Tensor
+from pullweights.runtime.threads import joined
+
+__all__ = ["CompiledStage", "Graph", "explain"]
+
+
+def explain(exc: BaseException, origins: Mapping[str, str]) -> str:
+    """onnxruntime's message, with node names mapped back to the builder calls."""
+    text = str(exc)
+    found = [origins[n] for n in sorted(set(re.findall(r"[A-Za-z_]+:\d+", text))) if n in origins]
+    return text + ("" if not found else "\n  from: " + "\n  from: ".join(found))
+
+
+@dataclass
+class CompiledStage:
+    """One stage's session and the weights bound to it."""
+
+    lowered: LoweredStage
+    session: ort.InferenceSession
+    #: Bound weights and large constants by input name (numpy views kept alive).
+    weights: Mapping[str, np.ndarray]
+    #: Buffers onnxruntime reads but does not own (initializers given with
+    #: ``add_initializer``): dropping them while the session lives would crash it.
+    keepalive: list[Any] = field(default_factory=list)
+    #: True when the session was created from a saved session in the cache.
+    from_saved: bool = False
+    #: Resolves to the saved entry's directory (None if saving failed) while this stage's
+    #: session is being saved; None when nothing is saved.
+    save: concurrent.futures.Future[Path | None] | None = None
+
+
+class _StageRunner:
+    """Runs one stage through pooled ``IOBinding`` objects whose weights stay bound."""
+
+    def __init__(self, stage: CompiledStage) -> None:
+        self.stage = stage
+        self.name = stage.lowered.name
+        self.session = stage.session
+        self.origins = stage.lowered.origins
+        self.inputs = list(stage.lowered.inputs)
+        self.outputs = list(stage.lowered.outputs)
+        self._weights = {
+            name: ort.OrtValue.ortvalue_from_numpy(arr) for name, arr in stage.weights.items()
+        }
+        self._pool: list[ort.IOBinding] = []
+        self._lock = threading.Lock()
+
+    def _binding(self) -> ort.IOBinding:
+        with self._lock:
+            if self._pool:
+                return self._pool.pop()
+        binding = self.session.io_binding()
+        for name, value in self._weights.items():
+            binding.bind_ortvalue_input(name, value)
+        return binding
+
+    def run(self, values: dict[str, ort.OrtValue], targets: Mapping[str, ort.OrtValue]) -> None:
+        """Read this stage's inputs from ``values`` and add its outputs to it; outputs
+        named in ``targets`` are written into those values."""
+        binding = self._binding()
+        try:
+            for name in self.inputs:
+                binding.bind_ortvalue_input(name, values[name])
+            for name in self.outputs:
+                target = targets.get(name)
+                if target is not None:
+                    binding.bind_ortvalue_output(name, target)
+                else:
+                    binding.bind_output(name, "cpu")
+            try:
+                self.session.run_with_iobinding(binding)
+            except Exception as exc:
+                where = f" in stage {self.name!r}" if self.name else ""
+                raise ComputeError(
+                    f"onnxruntime failed{where}: {explain(exc, self.origins)}"
+                ) from exc
+            for name, value in zip(self.outputs, binding.get_outputs(), strict=True):
+                values[name] = value
+        finally:
+            binding.clear_binding_outputs()
+            with self._lock:
+                self._pool.append(binding)
+
+
+class Graph:
+    """A compiled graph. Use :meth:`compute` for one-shot calls and :meth:`dispatch` with
+    :class:`~pullweights.runtime.tensor.Tensor` values for repeated calls without copies.
+
+    Attributes:
+        inputs: the graph's inputs (name -> descriptor), in declaration order.
+        outputs: its outputs, in the order given to ``build``.
+        stages: the compiled stages, in the order they run.
+    """
+
+    def __init__(self, lowered: LoweredGraph, stages: Sequence[CompiledStage]) -> None:
+        self.inputs: dict[str, TensorDescriptor] = dict(lowered.inputs)
+        self.outputs: dict[str, TensorDescriptor] = dict(lowered.outputs)
+        self.origins = lowered.origins
+        self.stages = list(stages)
+        self._runners = [_StageRunner(stage) for stage in self.stages]
+        self._output_names = list(self.outputs)
+        #: Payloads this graph's load found in the weight cache / transformed itself.
+        self.cache_hits = 0
+        self.transformed = 0
+
+    @property
+    def sessions(self) -> list[ort.InferenceSession]:
+        """Every stage's onnxruntime session, in order."""
+        return [stage.session for stage in self.stages]
+
+    @property
+    def from_saved_session(self) -> bool:
+        """True when every stage was created from a saved session in the cache."""
+        return all(stage.from_saved for stage in self.stages)
+
+    async def saved(self) -> list[Path]:
+        """Wait for sessions still being saved in the background; returns the entries
+        saved (a failed save is logged and left out)."""
+        futures = [s.save for s in self.stages if s.save is not None]
+        results = [await asyncio.wrap_future(f) for f in futures]
+        return [r for r in results if r is not None]
+
+    def check_inputs(self, shapes: Mapping[str, tuple[tuple[int, ...], str]]) -> None:
+        """Validate names, dtypes, ranks, static sizes and symbolic bounds; raise ComputeError."""
+        missing = [n for n in self.inputs if n not in shapes]
+        if missing:
+            raise ComputeError(
+                f"compute: missing inputs {missing}; the graph takes {list(self.inputs)}"
+            )
+        unknown = [n for n in shapes if n not in self.inputs]
+        if unknown:
+            raise ComputeError(
+                f"compute: unknown inputs {unknown}; the graph takes {list(self.inputs)}"
+            )
+        sizes: dict[Dim, tuple[int, str]] = {}
+        for name, desc in self.inputs.items():
+            shape, dtype = shapes[name]
+            if dtype != desc.dtype:
+                raise ComputeError(
+                    f"compute: input {name!r} has dtype {dtype}, expected {desc.dtype}"
+                )
+            if len(shape) != desc.rank:
+                raise ComputeError(
+                    f"compute: input {name!r} has shape {list(shape)}, expected rank {desc.rank} "
+                    f"{list(desc.shape)}"
+                )
+            for axis, (actual, want) in enumerate(zip(shape, desc.shape, strict=True)):
+                if isinstance(want, int):
+                    if actual != want:
+                        raise ComputeError(
+                            f"compute: input {name!r} dim {axis} is {actual}, expected {want}"
+                        )
+                    continue
+                if not want.min_size <= actual <= want.max_size:
+                    raise ComputeError(
+                        f"compute: input {name!r} dim {axis} ({want.name}) is {actual}, outside "
+                        f"its bounds {want.min_size}..{want.max_size}"
+                    )
+                seen = sizes.setdefault(want, (actual, name))
+                if seen[0] != actual:
+                    raise ComputeError(
+                        f"compute: dimension {want.name} is {seen[0]} in input {seen[1]!r} but "
+                        f"{actual} in input {name!r}"
+                    )
+
+    async def compute(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run once. Returns ``{output name: array}`` in the order given to ``build``.
+
+        Raises:
+            ComputeError: an input is missing, unknown, of the wrong dtype or shape, or a
+                symbolic dimension is outside its bounds.
+        """
+        arrays: dict[str, np.ndarray] = {}
+        for name, value in inputs.items():
+            arr = np.asarray(value, order="C")  # not ascontiguousarray: it makes 0-d arrays 1-d
+            arrays[name] = arr
+        self.check_inputs({n: (a.shape, a.dtype.name) for n, a in arrays.items()})
+        values = {n: ort.OrtValue.ortvalue_from_numpy(a) for n, a in arrays.items()}
+        results = await joined(self._run, values, {})
+        return {name: results[name].numpy() for name in self._output_names}
+
+    async def dispatch(
+        self,
+        inputs: Mapping[str, Tensor | np.ndarray],
+        outputs: Mapping[str, Tensor] | None = None,
+    ) -> dict[str, Tensor]:
+        """Run with tensors that stay onnxruntime values (no copy in or out).
+
+        Outputs named in ``outputs`` are written into those tensors — bind a KV cache as
+        both an input and an output to update it in place. Every other output comes back
+        as a new :class:`Tensor`.
+        """
+        outputs = dict(outputs or {})
+        unknown = [n for n in outputs if n not in self.outputs]
+        if unknown:
+            raise ComputeError(
+                f"dispatch: unknown outputs {unknown}; the graph has {self._output_names}"
+            )
+        values: dict[str, ort.OrtValue] = {}
+        for name, value in inputs.items():
+            if isinstance(value, Tensor):
+                values[name] = value.ortvalue
+            else:
+                arr = np.asarray(value, order="C")  # not ascontiguousarray: it makes 0-d arrays 1-d
+                values[name] = ort.OrtValue.ortvalue_from_numpy(arr)
+        self.check_inputs({n: (tuple(v.shape()), _dtype_name(v)) for n, v in values.items()})
+        targets = {name: tensor.ortvalue for name, tensor in outputs.items()}
+        results = await joined(self._run, values, targets)
+        return {
+            name: outputs[name] if name in outputs else Tensor.wrap_output(results[name])
+            for name in self._output_names
+        }
+
+    def _run(
+        self, values: dict[str, ort.OrtValue], targets: Mapping[str, ort.OrtValue]
+    ) -> dict[str, ort.OrtValue]:
+        for runner in self._runners:
+            runner.run(values, targets)
+        return values
+
+
+_ORT_TYPES = {
+    "tensor(float)": "float32",
+    "tensor(float16)": "float16",
+    "tensor(int64)": "int64",
+    "tensor(int32)": "int32",
+    "tensor(uint32)": "uint32",
+    "tensor(int8)": "int8",
+    "tensor(uint8)": "uint8",
+    "tensor(bool)": "bool",
+}
+
+
+def _dtype_name(value: ort.OrtValue) -> str:
+    kind = str(value.data_type())
+    return _ORT_TYPES.get(kind, kind)

@@ -1,0 +1,251 @@
+"""The compile pipeline: every stage compiles as soon as its own weights are in place.
+
+For a lowered graph of stages ``s0, s1, ...`` one load runs, all at once:
+
+* the puller fetches and transforms the weights onnxruntime prepacks, stage by stage in
+  graph order, under the context's memory budget; then each stage's bound weights;
+* a stage whose initializers have all arrived is compiled in a worker thread — one stage
+  at a time, in order, so onnxruntime's heap copies of packed weights never pile up —
+  while later stages' bytes are still being read, downloaded or transformed;
+* with a weight cache, a stage compiled for the first time saves its packed weights
+  (:mod:`~pullweights.runtime.saved`) and is re-opened over the saved, memory-mapped
+  file before the next stage compiles, so a cold load holds at most one stage's packed
+  copies on the heap; a stage saved earlier is opened from its saved session directly.
+
+Cancelling (or a failure of any stage) cancels every other stage and pull and waits for
+their worker threads, so when the error reaches the caller nothing of the load is still
+running and no staging file is left behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import tempfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import onnxruntime as ort
+
+from pullweights.errors import CacheError, CompileError
+from pullweights.events import Phase, ProgressCallback, mark, span
+from pullweights.graph.lowering import PLACEHOLDER, LoweredGraph, LoweredStage
+from pullweights.runtime.graph import CompiledStage, Graph, explain
+from pullweights.runtime.heap import release_free_memory
+from pullweights.runtime.puller import WeightPuller
+from pullweights.runtime.saved import MODEL, SessionSaver, saved_session_store, session_key
+from pullweights.runtime.threads import joined
+
+if TYPE_CHECKING:
+    from pullweights.runtime.context import Context
+
+__all__ = ["compile_graph"]
+
+log = logging.getLogger("pullweights.runtime")
+
+
+async def compile_graph(
+    context: Context,
+    lowered: LoweredGraph,
+    *,
+    progress: ProgressCallback | None = None,
+    on_compile_start: Callable[[], object] | None = None,
+) -> Graph:
+    """Pull ``lowered``'s weights and compile its stages (see the module docs); cancellable.
+
+    ``on_compile_start`` is called once, on the event loop, when the last stage starts
+    compiling.
+
+    Raises:
+        CompileError: onnxruntime refused a stage.
+        SourceError, FetchError, IntegrityError, CacheError: a weight could not be pulled.
+    """
+    puller = WeightPuller(context.cache, budget=context.memory_budget, progress=progress)
+    for stage in lowered.stages:
+        puller.expect(stage.initializer_weights.values())
+    for stage in lowered.stages:
+        puller.expect(stage.bound_weights.values())
+    run = _Load(context, puller, len(lowered.stages), on_compile_start)
+    lengths = {id(r.payload): r.payload.length for r in lowered.weights.values()}
+    total = sum(lengths.values())
+    with span(Phase.LOAD, "", total):
+        tasks = [asyncio.ensure_future(run.stage(stage)) for stage in lowered.stages]
+        try:
+            compiled = await asyncio.gather(*tasks)
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            await asyncio.wait(tasks)
+            await puller.aclose()
+            raise
+    graph = Graph(lowered, compiled)
+    graph.cache_hits, graph.transformed = puller.cache_hits, puller.transformed
+    mark(Phase.READY, nbytes=total)
+    return graph
+
+
+class _Load:
+    """One compile of one graph: the shared puller and the one-stage-at-a-time lock."""
+
+    def __init__(
+        self,
+        context: Context,
+        puller: WeightPuller,
+        n_stages: int,
+        on_compile_start: Callable[[], object] | None,
+    ) -> None:
+        self.context = context
+        self.puller = puller
+        self.lock = asyncio.Lock()
+        self.remaining = n_stages
+        self.on_compile_start = on_compile_start
+
+    def _started(self) -> None:
+        self.remaining -= 1
+        if self.remaining == 0 and self.on_compile_start is not None:
+            self.on_compile_start()
+
+    async def stage(self, stage: LoweredStage) -> CompiledStage:
+        """Pull, compile (or open saved) and bind one stage."""
+        store = saved_session_store(self.context, stage)
+        saver: SessionSaver | None = None
+        if store is not None:
+            key = session_key(self.context, stage)
+            directory = await joined(store.open_session, key)
+            if directory is not None:
+                compiled = await self._open_saved(stage, directory / MODEL)
+                if compiled is not None:
+                    store.mark_in_use(key, compiled.session)
+                    return compiled
+                try:
+                    store.remove(key)
+                except CacheError as exc:
+                    log.warning("cannot remove the unusable saved session %s: %s", key, exc)
+            saver = SessionSaver(store, key)
+        try:
+            initial = await self.puller.pull(stage.initializer_weights, stage=stage.name)
+            bound = asyncio.ensure_future(self._bound(stage))
+            try:
+                loaded = {**initial, **stage.large_constants}
+                del initial
+                async with self.lock:
+                    self._started()
+                    compiled = await self._compile(stage, loaded, saver)
+                del loaded
+                compiled.weights = await bound
+            except BaseException:
+                bound.cancel()
+                await asyncio.wait([bound])
+                raise
+        except BaseException:
+            if saver is not None:
+                saver.abort()
+            raise
+        if store is not None and saver is not None and compiled.save is not None:
+            store.mark_in_use(saver.key, compiled.session)
+        return compiled
+
+    async def _bound(self, stage: LoweredStage) -> dict[str, np.ndarray]:
+        bound = await self.puller.pull(stage.bound_weights, stage=stage.name)
+        return {**bound, **stage.bound_constants}
+
+    async def _open_saved(self, stage: LoweredStage, model: Path) -> CompiledStage | None:
+        """The stage from its saved session, or None if it cannot be used (onnxruntime
+        rejects it, or anything else fails: compiling from the weights then says what is
+        wrong)."""
+        so = self.context.session_options()
+        bound = asyncio.ensure_future(self._bound(stage))
+        try:
+            async with self.lock:
+                self._started()
+                with span(Phase.COMPILE, stage.name, stage.prepacked_bytes, stage=stage.name):
+                    session = await joined(self._create, str(model), so)
+                # It packed every weight once to find the saved copy, then freed it.
+                await joined(release_free_memory)
+            weights = await bound
+        except asyncio.CancelledError:
+            bound.cancel()
+            await asyncio.wait([bound])
+            raise
+        except Exception as exc:
+            bound.cancel()
+            await asyncio.wait([bound])
+            self.remaining += 1  # it will start again, compiled from the weights
+            log.warning("saved session %s is unusable and is removed: %s", model.parent, exc)
+            return None
+        return CompiledStage(stage, session, weights, from_saved=True)
+
+    async def _compile(
+        self, stage: LoweredStage, loaded: Mapping[str, np.ndarray], saver: SessionSaver | None
+    ) -> CompiledStage:
+        """Create the stage's session from its loaded initializers (saving it with
+        ``saver``, then re-opening it over the saved files)."""
+        nbytes = stage.prepacked_bytes
+        if saver is not None:
+            try:
+                staged = await joined(saver.stage, stage, loaded)
+                so = self.context.session_options()
+                saver.configure(so)
+                with span(Phase.COMPILE, stage.name, nbytes, stage=stage.name):
+                    session = await self._guarded(stage, self._create, str(staged), so)
+                with span(Phase.SAVE, stage.name, nbytes, stage=stage.name):
+                    entry = await joined(saver.finish)
+            except CompileError:
+                raise
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # saving is an optimization: compile without it
+                log.warning("compiling stage %r without saving it: %s", stage.name, exc)
+                saver.abort()
+            else:
+                if not self.context.remap_saved:
+                    return CompiledStage(stage, session, {}, save=saver.done)
+                # Re-open over the mapped files; the heap copies go first (the only
+                # reference), so re-opening does not pack next to them.
+                del session
+                await joined(release_free_memory)
+                with span(Phase.COMPILE, f"{stage.name} (mapped)", nbytes, stage=stage.name):
+                    reopened = await self._guarded(
+                        stage, self._create, str(entry / MODEL), self.context.session_options()
+                    )
+                await joined(release_free_memory)
+                return CompiledStage(stage, reopened, {}, save=saver.done)
+        keepalive: list[Any] = []
+        so = self.context.session_options()
+        for name, arr in stage.initializer_arrays(loaded).items():
+            value = ort.OrtValue.ortvalue_from_numpy(arr)
+            keepalive.append((arr, value))  # onnxruntime does not own these buffers
+            so.add_initializer(name, value)
+        data = stage.model.SerializeToString()
+        with span(Phase.COMPILE, stage.name, nbytes, stage=stage.name):
+            session = await self._guarded(stage, self._create_placeholder, data, so)
+        return CompiledStage(stage, session, {}, keepalive)
+
+    def _create(self, path: str, so: ort.SessionOptions) -> ort.InferenceSession:
+        return ort.InferenceSession(path, so, providers=self.context.providers)
+
+    def _create_placeholder(self, data: bytes, so: ort.SessionOptions) -> ort.InferenceSession:
+        # Loaded from a path so the placeholder external data resolves next to the model.
+        with tempfile.TemporaryDirectory(prefix="pullweights-") as tmp:
+            model_path = os.path.join(tmp, "model.onnx")
+            with open(model_path, "wb") as f:
+                f.write(data)
+            open(os.path.join(tmp, PLACEHOLDER), "wb").close()
+            return self._create(model_path, so)
+
+    async def _guarded(
+        self, stage: LoweredStage, create: Callable[..., ort.InferenceSession], *args: Any
+    ) -> ort.InferenceSession:
+        """``create(*args)`` in a worker thread, onnxruntime's errors as CompileError."""
+        try:
+            return await joined(create, *args)
+        except Exception as exc:
+            if type(exc).__module__.startswith("onnxruntime"):
+                where = f"stage {stage.name!r} of " if stage.name else ""
+                raise CompileError(
+                    f"onnxruntime could not compile {where}the graph: {explain(exc, stage.origins)}"
+                ) from exc
+            raise
