@@ -223,13 +223,27 @@ def _whole(builder: BuilderCore, outputs: Mapping[str, Operand]) -> tuple[_Whole
         node = producers.get(value)
         if node is not None:
             stack.extend(node.input)
-    nodes = [_trim_optional(n) for n in builder.nodes if any(o in needed for o in n.output)]
     stage_of = dict(builder.node_stage)
+    # Each output's Identity goes right after the node that makes it, in that node's
+    # stage: a stage must write its outputs itself (a KV cache bound as an output is
+    # updated in place only if the node writing it is in the same session).
+    identities: dict[str, list[onnx.NodeProto]] = {}
+    leading: list[onnx.NodeProto] = []
     for name, op in outputs.items():
         node_name = f"output:{name}"
-        nodes.append(helper.make_node("Identity", [op.name], [name], name=node_name))
+        identity = helper.make_node("Identity", [op.name], [name], name=node_name)
         producer = producers.get(op.name)
-        stage_of[node_name] = stage_of.get(producer.name, 0) if producer is not None else 0
+        if producer is None:  # an input or constant passed straight through
+            leading.append(identity)
+            stage_of[node_name] = 0
+        else:
+            identities.setdefault(producer.name, []).append(identity)
+            stage_of[node_name] = stage_of.get(producer.name, 0)
+    nodes = list(leading)
+    for node in builder.nodes:
+        if any(o in needed for o in node.output):
+            nodes.append(_trim_optional(node))
+            nodes.extend(identities.get(node.name, []))
 
     inputs = {n: d for n, d in builder.inputs.items() if n in needed}
     bound: dict[str, WeightRef] = {}
