@@ -12,10 +12,13 @@ input                       type                                holds
 ``total_sequence_length``   ``int32[]``                         ``past + T``
 ``past_key.{i}`` /          ``float32[1, kv_heads, C, head]``   layer ``i``'s KV cache
 ``past_value.{i}``
+``rope_cos.{j}`` /          ``float32[C, head / 2]``            RoPE tables (one pair per
+``rope_sin.{j}``                                                base and scaling)
 ==========================  ==================================  =============================
 
 and returns ``logits`` (``float32[L, vocab]``) and ``present_key.{i}`` /
-``present_value.{i}``. The caches have the full context ``C`` as a static length:
+``present_value.{i}``. ``C`` is symbolic in the graph (one compiled graph for every
+context length); the caches are allocated with the full context ``C`` as their length:
 ``GroupQueryAttention`` then works in its shared-buffer mode, where binding the same
 tensor as ``past_*`` and ``present_*`` writes the new rows in place (no copy of the cache
 per token); an empty cache (``past = 0``) is the first prompt. Rotary embedding runs inside
@@ -73,17 +76,26 @@ def rope_tables(
 
 @dataclass
 class DecoderInputs:
-    """The inputs of a decoder graph and the outputs it collects (see the module docs)."""
+    """The inputs of a decoder graph and the outputs it collects (see the module docs).
+
+    The graph does not depend on the context length: the KV caches' length and the RoPE
+    tables' rows are symbolic (bounded by the model's training context), so one
+    compiled (and saved) graph serves every ``context``; the caches and tables of the
+    chosen length are values bound at run time (:attr:`tables`).
+    """
 
     builder: GraphBuilder
     config: ModelConfig
     context: int
     tokens: Dim
+    cache_length: Dim
     input_ids: Operand
     logits_index: Operand
     seqlens_k: Operand
     total_length: Operand
     presents: dict[str, Operand] = field(default_factory=dict)
+    #: RoPE cos/sin tables of ``context`` rows, by input name: bound on every run.
+    tables: dict[str, np.ndarray] = field(default_factory=dict)
     _rope: dict[tuple[float | None, float, tuple[float, ...] | None], tuple[Operand, Operand]] = (
         field(default_factory=dict)
     )
@@ -91,6 +103,7 @@ class DecoderInputs:
     @classmethod
     def declare(cls, b: GraphBuilder, config: ModelConfig, context: int) -> DecoderInputs:
         """Declare the step inputs of a graph whose KV caches hold ``context`` positions."""
+        limit = max(context, config.train_context)
         tokens = Dim("tokens", 1, context)
         n_logits = Dim("n_logits", 1, context)
         return cls(
@@ -98,6 +111,7 @@ class DecoderInputs:
             config=config,
             context=context,
             tokens=tokens,
+            cache_length=Dim("cache_length", 1, limit),
             input_ids=b.input("input_ids", TensorDescriptor("int64", [tokens])),
             logits_index=b.input("logits_index", TensorDescriptor("int64", [n_logits])),
             seqlens_k=b.input("seqlens_k", TensorDescriptor("int32", [1])),
@@ -111,9 +125,10 @@ class DecoderInputs:
         return TensorDescriptor("float32", [1, c.n_kv_heads, self.context, c.head_dim])
 
     def past(self, layer: int) -> tuple[Operand, Operand]:
-        """Layer ``layer``'s key and value cache inputs."""
+        """Layer ``layer``'s key and value cache inputs (of symbolic length)."""
         b = self.builder
-        desc = self.cache_descriptor
+        c = self.config
+        desc = TensorDescriptor("float32", [1, c.n_kv_heads, self.cache_length, c.head_dim])
         return b.input(f"past_key.{layer}", desc), b.input(f"past_value.{layer}", desc)
 
     def rope(self, layer: int) -> tuple[Operand, Operand]:
@@ -129,7 +144,14 @@ class DecoderInputs:
             base, scale, factors = key
             assert base is not None
             cos, sin = rope_tables(c.head_dim, base, self.context, scale, factors)
-            self._rope[key] = (self.builder.constant(cos), self.builder.constant(sin))
+            index = len(self._rope)
+            desc = TensorDescriptor("float32", [self.cache_length, c.head_dim // 2])
+            names = (f"rope_cos.{index}", f"rope_sin.{index}")
+            self.tables.update(zip(names, (cos, sin), strict=True))
+            self._rope[key] = (
+                self.builder.input(names[0], desc),
+                self.builder.input(names[1], desc),
+            )
         return self._rope[key]
 
 

@@ -64,6 +64,7 @@ class LanguageModel:
         graph: Graph,
         cache_descriptor: TensorDescriptor,
         stats: LoadStats,
+        tables: Mapping[str, np.ndarray] | None = None,
     ) -> None:
         self.config = config
         self.tokenizer = tokenizer
@@ -77,7 +78,10 @@ class LanguageModel:
             for layer in range(config.n_layers)
             for kind in ("key", "value")
         }
-        self._inputs = {f"past_{name}": t for name, t in self._caches.items()}
+        self._inputs: dict[str, Tensor] = {f"past_{name}": t for name, t in self._caches.items()}
+        # RoPE tables of this context's positions, bound on every step (the graph itself
+        # is the same for every context length).
+        self._inputs.update({name: Tensor(arr) for name, arr in (tables or {}).items()})
         self._outputs = {f"present_{name}": t for name, t in self._caches.items()}
         self._lock = asyncio.Lock()
 
@@ -196,6 +200,7 @@ async def build_model(
         metadata=_scalar_metadata(gguf.metadata),
         graph=graph,
         cache_descriptor=io.cache_descriptor,
+        tables=io.tables,
         stats=LoadStats(0.0, len(payloads), len(transformed), hits),
     )
     # One token through the graph, as llama.cpp's warm-up: onnxruntime's first run

@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 __all__ = ["joined"]
 
+
 async def joined[**P, T](fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
     """``fn(*args, **kwargs)`` in a worker thread; on cancellation, wait for it to end."""
     loop = asyncio.get_running_loop()

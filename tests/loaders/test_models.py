@@ -276,3 +276,38 @@ async def test_llama3_rope_frequency_factors(tmp_path: Path) -> None:
     ids = prompt_ids(model.config.vocab_size)
     expected = ReferenceModel(path).logits(ids)
     assert_exact(await model.forward(ids, all_logits=True), expected)
+
+
+async def test_context_length_does_not_change_the_compiled_graph(
+    models: dict[tuple[str, str | None], Path], tmp_path: Path
+) -> None:
+    """One saved session per stage serves every context length: the KV caches' length
+    and the RoPE tables' rows are symbolic in the graph."""
+    from loaders import architecture_for
+    from loaders.blocks import DecoderInputs
+    from loaders.weights import WeightMap
+    from pullweights import GraphBuilder
+    from pullweights.gguf.reader import open_gguf
+    from pullweights.graph.lowering import lower
+    from pullweights.runtime.saved import session_key
+
+    ctx = create_context(cache_dir=tmp_path / "cache")
+
+    async def keys(context_length: int) -> list[str]:
+        async with await open_gguf(models["gemma3", "Q8_0"]) as gguf:
+            arch = architecture_for(gguf.architecture)
+            config = arch.config(gguf.metadata, gguf.tensor("token_embd.weight").shape[0])
+            b = GraphBuilder(ctx)
+            io = DecoderInputs.declare(b, config, context_length)
+            logits = arch.build(b, WeightMap(b, gguf), io)
+            lowered = lower(b, {"logits": logits, **io.presents})
+            return [session_key(ctx, stage) for stage in lowered.stages]
+
+    assert await keys(16) == await keys(48)
+    short, long = (
+        await load(models["gemma3", "Q8_0"], tmp_path, context_length=16),
+        await load(models["gemma3", "Q8_0"], tmp_path, context_length=48),
+    )
+    ids = prompt_ids(short.config.vocab_size, 12)
+    np.testing.assert_array_equal(await short.forward(ids), await long.forward(ids))
+    assert long.context == 48 and short.context == 16
