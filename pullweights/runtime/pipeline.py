@@ -40,6 +40,7 @@ from pullweights.runtime.saved import MODEL, SessionSaver, saved_session_store, 
 from pullweights.runtime.threads import joined
 
 if TYPE_CHECKING:
+    from pullweights.cache import WeightCache
     from pullweights.runtime.context import Context
 
 __all__ = ["compile_graph"]
@@ -83,6 +84,8 @@ async def compile_graph(
             raise
     graph = Graph(lowered, compiled)
     graph.cache_hits, graph.transformed = puller.cache_hits, puller.transformed
+    if context.cache is not None:  # the model record: what this load used
+        await joined(context.cache.register_load, lowered.weights.values(), run.session_keys)
     mark(Phase.READY, nbytes=total)
     return graph
 
@@ -102,6 +105,8 @@ class _Load:
         self.lock = asyncio.Lock()
         self.remaining = n_stages
         self.on_compile_start = on_compile_start
+        #: Keys of the saved sessions this load opened or saved.
+        self.session_keys: list[str] = []
 
     def _started(self) -> None:
         self.remaining -= 1
@@ -111,22 +116,22 @@ class _Load:
     async def stage(self, stage: LoweredStage) -> CompiledStage:
         """Pull, compile (or open saved) and bind one stage."""
         store = saved_session_store(self.context, stage)
-        saver: SessionSaver | None = None
+        key: str | None = None
         if store is not None:
-            key = session_key(self.context, stage)
-            directory = await joined(store.open_session, key)
-            if directory is not None:
-                compiled = await self._open_saved(stage, directory / MODEL)
-                if compiled is not None:
-                    store.mark_in_use(key, compiled.session)
-                    return compiled
-                try:
-                    store.remove(key)
-                except CacheError as exc:
-                    log.warning("cannot remove the unusable saved session %s: %s", key, exc)
-            saver = SessionSaver(store, key)
+            key = await joined(session_key, self.context, stage)
+            if key is not None and (compiled := await self._saved(stage, store, key)):
+                return compiled
+        saver: SessionSaver | None = None
         try:
             initial = await self.puller.pull(stage.initializer_weights, stage=stage.name)
+            if store is not None and key is None:
+                # A remote weight's content is known once fetched: the same model may
+                # have been saved from another URL.
+                key = await joined(session_key, self.context, stage)
+                if key is not None and (compiled := await self._saved(stage, store, key)):
+                    return compiled
+            if store is not None and key is not None and store.writable:
+                saver = SessionSaver(store, key)
             bound = asyncio.ensure_future(self._bound(stage))
             try:
                 loaded = {**initial, **stage.large_constants}
@@ -146,7 +151,26 @@ class _Load:
             raise
         if store is not None and saver is not None and compiled.save is not None:
             store.mark_in_use(saver.key, compiled.session)
+            self.session_keys.append(saver.key)
         return compiled
+
+    async def _saved(
+        self, stage: LoweredStage, store: WeightCache, key: str
+    ) -> CompiledStage | None:
+        """The stage from its saved session ``key``, or None if there is none usable."""
+        directory = await joined(store.open_session, key)
+        if directory is None:
+            return None
+        compiled = await self._open_saved(stage, directory / MODEL)
+        if compiled is not None:
+            store.mark_in_use(key, compiled.session)
+            self.session_keys.append(key)
+            return compiled
+        try:
+            store.remove(key)
+        except CacheError as exc:
+            log.warning("cannot remove the unusable saved session %s: %s", key, exc)
+        return None
 
     async def _bound(self, stage: LoweredStage) -> dict[str, np.ndarray]:
         bound = await self.puller.pull(stage.bound_weights, stage=stage.name)

@@ -194,6 +194,13 @@ class WeightPuller:
                 raw = np.empty(payload.length, dtype=np.uint8)
                 with span(Phase.FETCH, name, payload.length, stage=stage):
                     await payload.source.read_into(payload.offset, memoryview(raw))
+                if self.cache is not None:
+                    # Now that its content is known it may be cached already (the same
+                    # bytes under another URL or path): nothing to transform or store.
+                    hit = await joined(self.cache.get, payload, raw)
+                    if hit is not None:
+                        self.cache_hits += 1
+                        return hit
             with span(Phase.TRANSFORM, name, payload.length, stage=stage):
                 arrays = await joined(transform.apply, raw)
             del raw
