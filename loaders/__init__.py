@@ -94,7 +94,10 @@ async def load_model(
     context = context or create_context()
     remote_dir = None if context.cache_dir is None else context.cache_dir / "remote"
     async with await open_gguf(model, remote_dir=remote_dir) as gguf:
-        return await _load(gguf, context, context_length, accuracy_level, progress)
+        loaded = await _load(gguf, context, context_length, accuracy_level, progress)
+        if isinstance(model, str) and context.cache is not None:
+            context.cache.register_model(gguf.source, name=model)  # what `cache list` calls it
+        return loaded
 
 
 async def _load(

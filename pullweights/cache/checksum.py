@@ -14,14 +14,26 @@ a file shared by several entries, costs one ``fstat``.
 
 from __future__ import annotations
 
+import json
 import mmap
 import os
 import threading
+from collections.abc import Mapping
+from typing import Any
 
 import crc32c
 import numpy as np
 
-__all__ = ["ALGORITHM", "checksum", "checksum_fd", "forget", "verify_fd"]
+__all__ = [
+    "ALGORITHM",
+    "checksum",
+    "checksum_fd",
+    "forget",
+    "remember",
+    "seal",
+    "unseal",
+    "verify_fd",
+]
 
 #: Tag of every checksum this version writes: ``crc32c:1c291ca3``.
 ALGORITHM = "crc32c"
@@ -83,3 +95,28 @@ def forget() -> None:
     """Forget every file verified so far (the next load reads them all again)."""
     with _lock:
         _verified.clear()
+
+
+def _canonical(doc: Mapping[str, Any]) -> bytes:
+    return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+
+
+def seal(doc: dict[str, Any]) -> dict[str, Any]:
+    """``doc`` with a ``"checksum"`` of its canonical JSON added (a record that checks
+    itself: any flipped byte of the file is found)."""
+    return {**doc, "checksum": checksum(_canonical(doc))}
+
+
+def unseal(doc: Any) -> dict[str, Any]:
+    """``doc`` without its ``"checksum"``, which must match.
+
+    Raises:
+        ValueError: ``doc`` is not a sealed JSON object, or its checksum does not match.
+    """
+    if not isinstance(doc, dict):
+        raise ValueError("not a JSON object")
+    body = dict(doc)
+    claimed = body.pop("checksum", None)
+    if claimed != checksum(_canonical(body)):
+        raise ValueError("the record does not match its own checksum")
+    return body

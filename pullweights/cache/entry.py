@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import mmap
 import os
-from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
 from pullweights.cache.checksum import verify_fd
 from pullweights.cache.confined import Outside, open_inside, read_inside
-from pullweights.cache.layout import ZARR_JSON, CorruptEntry, read_array_metadata
+from pullweights.cache.layout import ZARR_JSON, CorruptEntry, array_metadata
 from pullweights.cache.record import Kind, Part, Record, StoredFile, record_file
 from pullweights.dtypes import to_numpy
 
@@ -140,20 +139,18 @@ def verify_entry(root: Path, directory: Path, kind: Kind) -> Record:
     """
     record = read_record(root, directory, kind)
     for name, part in record.parts.items():
-        dtype, shape, attributes = read_array_metadata(root, directory / name)
-        if dtype != part.dtype or shape != part.shape:
-            raise CorruptEntry(
-                f"array {directory / name} is {dtype}{list(shape)} in {ZARR_JSON}, "
-                f"{part.dtype}{list(part.shape)} in the entry record"
-            )
-        f = record.chunk(name)
-        stored = _attribute_checksum(attributes)
-        if stored != (f.checksum if f is not None else None):
-            raise CorruptEntry(f"array {directory / name}: checksum {stored} in {ZARR_JSON}")
+        # The array metadata is made from the record: it must be exactly what was written.
+        path = directory / name / ZARR_JSON
+        try:
+            data = read_inside(root, path)
+        except OSError as exc:
+            raise CorruptEntry(f"{path}: {exc}") from exc
+        if data != array_metadata(part.dtype, part.shape, array_attributes(record.chunk(name))):
+            raise CorruptEntry(f"{path} does not describe part {name} of the entry record")
     check_files(root, directory, record, checksums=True)
     return record
 
 
-def _attribute_checksum(attributes: Mapping[str, object]) -> object:
-    ours = attributes.get("pullweights")
-    return ours.get("checksum") if isinstance(ours, dict) else None
+def array_attributes(chunk: StoredFile | None) -> dict[str, object]:
+    """The attributes of a part's zarr array: the chunk's checksum, for zarr readers."""
+    return {} if chunk is None else {"pullweights": {"checksum": chunk.checksum}}

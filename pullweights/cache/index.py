@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pullweights.cache.checksum import checksum
 from pullweights.cache.confined import area, list_area, read_inside, replace_file
 from pullweights.cache.layout import check_key
 from pullweights.errors import CacheError
@@ -76,10 +77,16 @@ def lookup(root: Path, source_key: str) -> str | None:
     return _read_key(root, index_path(root, source_key))
 
 
+def _line(source_key: str, key: str) -> bytes:
+    """An index file: the content key and a checksum of both keys (a flipped byte is a miss)."""
+    return f"{key} {checksum(f'{source_key} {key}'.encode())}\n".encode()
+
+
 def _read_key(root: Path, path: Path) -> str | None:
     try:
-        text = read_inside(root, path, limit=256)
-        return check_key(text.decode("ascii").strip())
+        data = read_inside(root, path, limit=256)
+        key = data.decode("ascii").partition(" ")[0]
+        return check_key(key) if data == _line(path.name, key) else None
     except (OSError, UnicodeDecodeError, CacheError):
         return None
 
@@ -93,7 +100,7 @@ def remember(root: Path, source_key: str, key: str) -> None:
     path = index_path(root, source_key)
     top = area(root, "index")
     prefix = area(top, path.parent.name)
-    replace_file(root, prefix / path.name, key.encode() + b"\n")
+    replace_file(root, prefix / path.name, _line(source_key, key))
 
 
 def iter_index(root: Path) -> Iterator[tuple[Path, str | None]]:

@@ -36,7 +36,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from pullweights.cache.confined import list_area, read_inside
+from pullweights.cache.confined import list_area
 from pullweights.dtypes import DataType, to_numpy
 from pullweights.errors import CacheError
 
@@ -51,7 +51,6 @@ __all__ = [
     "group_metadata",
     "iter_entry_dirs",
     "iter_session_dirs",
-    "read_array_metadata",
     "session_dir",
 ]
 
@@ -151,23 +150,3 @@ def array_metadata(dtype: DataType, shape: tuple[int, ...], attributes: Mapping[
         "storage_transformers": [],
     }
     return json.dumps(meta, indent=1).encode()
-
-
-def read_array_metadata(root: Path, path: Path) -> tuple[str, tuple[int, ...], Mapping[str, Any]]:
-    """Data type, shape and attributes from an array's ``zarr.json`` (for verification)."""
-    try:
-        meta = json.loads(read_inside(root, path / ZARR_JSON))
-        codecs = meta["codecs"]
-        if meta["node_type"] != "array" or [c["name"] for c in codecs] != ["bytes"]:
-            raise CorruptEntry(f"{path / ZARR_JSON}: not an uncompressed array")
-        if codecs[0].get("configuration", {}).get("endian", sys.byteorder) != sys.byteorder:
-            raise CorruptEntry(f"{path / ZARR_JSON}: byte order is not {sys.byteorder}")
-        if list(meta["chunk_grid"]["configuration"]["chunk_shape"]) != [
-            max(1, s) for s in meta["shape"]
-        ]:
-            raise CorruptEntry(f"{path / ZARR_JSON}: more than one chunk")
-        return str(meta["data_type"]), tuple(meta["shape"]), meta.get("attributes", {})
-    except CorruptEntry:
-        raise
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise CorruptEntry(f"{path / ZARR_JSON}: unreadable array metadata: {exc!r}") from exc

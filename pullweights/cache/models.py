@@ -24,6 +24,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from pullweights.cache.checksum import seal, unseal
 from pullweights.cache.confined import area, list_area, read_inside, replace_file
 from pullweights.cache.layout import CorruptEntry, check_key
 
@@ -81,13 +82,13 @@ class ModelRecord:
             "entries": sorted(self.entries),
             "sessions": sorted(self.sessions),
         }
-        return json.dumps(doc, indent=1).encode()
+        return json.dumps(seal(doc), indent=1).encode()
 
     @classmethod
     def from_json(cls, data: bytes) -> ModelRecord:
         """Parse a record; raise CorruptEntry if it is not one."""
         try:
-            doc: Any = json.loads(data)
+            doc: Any = unseal(json.loads(data))
             if doc["format"] != _FORMAT:
                 raise CorruptEntry(f"model record format {doc['format']!r}, expected {_FORMAT}")
             url = doc["url"]

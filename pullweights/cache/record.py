@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from pullweights.cache.checksum import seal, unseal
 from pullweights.cache.layout import (
     ZARR_JSON,
     CorruptEntry,
@@ -160,7 +161,7 @@ class Record:
             }
         else:
             doc["built_from"] = dict(self.built_from)
-        return doc
+        return seal(doc)
 
     def to_file(self) -> bytes:
         """The bytes of the record file (:func:`record_file`)."""
@@ -172,8 +173,9 @@ class Record:
     def from_dict(cls, doc: Any, kind: Kind) -> Record:
         """Parse a record of ``kind``; raise CorruptEntry if ``doc`` is not one."""
         try:
-            if doc["format"] != RECORD_FORMAT:
-                raise CorruptEntry(f"record format {doc['format']!r}, expected {RECORD_FORMAT}")
+            if isinstance(doc, dict) and doc.get("format") != RECORD_FORMAT:
+                raise CorruptEntry(f"record format {doc.get('format')!r}, expected {RECORD_FORMAT}")
+            doc = unseal(doc)
             if doc["kind"] != kind:
                 raise CorruptEntry(f"a {doc['kind']!r} record where a {kind} one belongs")
             files = {

@@ -28,6 +28,7 @@ from pullweights.cache.confined import area
 from pullweights.cache.layout import check_key, session_dir
 from pullweights.cache.record import Record, StoredFile, check_relpath
 from pullweights.cache.staged import StagedWriter
+from pullweights.cache.writer import READ_ONLY
 from pullweights.errors import CacheError
 from pullweights.weights import Payload
 
@@ -56,11 +57,13 @@ class SessionWriter(StagedWriter):
         durable: bool,
         resolve: Resolver | None = None,
         on_commit: Callable[[str, int], None] | None = None,
+        on_read_only: Callable[[OSError], None] | None = None,
     ) -> None:
         super().__init__(root, check_key(key), durable=durable)
         self.key = key
         self._resolve = resolve
         self._on_commit = on_commit
+        self._on_read_only = on_read_only
         self._built_from: dict[str, str] = {}
 
     @property
@@ -78,6 +81,10 @@ class SessionWriter(StagedWriter):
             return self._open_staging()
         except CacheError as exc:
             raise OSError(errno.EAGAIN, str(exc)) from exc
+        except OSError as exc:
+            if exc.errno in READ_ONLY and self._on_read_only is not None:
+                self._on_read_only(exc)
+            raise
 
     def built_from(self, payloads: Iterable[Payload]) -> None:
         """Record the weights the session is built from (their cache entries: a session

@@ -389,7 +389,12 @@ class WeightCache:
         """A writer that stages and publishes the session entry ``key`` crash-safely."""
         self._clean_staging_once()
         return SessionWriter(
-            self.root, key, durable=self.durable, resolve=self._fingerprints, on_commit=self._admit
+            self.root,
+            key,
+            durable=self.durable,
+            resolve=self._fingerprints,
+            on_commit=self._admit,
+            on_read_only=self._went_read_only,
         )
 
     def _fingerprints(self, payloads: Iterable[Payload]) -> dict[str, str]:

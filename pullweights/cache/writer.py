@@ -44,6 +44,7 @@ import numpy as np
 
 from pullweights.cache.checksum import checksum, remember
 from pullweights.cache.confined import area, write_new_file
+from pullweights.cache.entry import array_attributes
 from pullweights.cache.index import content_key, digest
 from pullweights.cache.layout import (
     ZARR_JSON,
@@ -339,7 +340,6 @@ class EntryWriter(StagedWriter):
         for pf in self._parts.values():
             part = Part(pf.name, pf.dtype, pf.shape)
             parts[pf.name] = part
-            attrs: dict[str, object] = {}
             if part.chunk is not None:
                 if pf.mm is not None:
                     pf.checksum = checksum(pf.mm)
@@ -351,7 +351,7 @@ class EntryWriter(StagedWriter):
                 if pf.fd >= 0:
                     remember(pf.fd, pf.checksum)  # opening it right after reads nothing
                 files[part.chunk] = StoredFile(part.chunk, pf.nbytes, pf.checksum)
-                attrs = {"pullweights": {"checksum": pf.checksum}}
+            attrs = array_attributes(files.get(part.chunk) if part.chunk else None)
             if compute:
                 raw_digest = pf.digest if pf.digest is not None else digest(b"")
             write_new_file(

@@ -54,6 +54,8 @@ async def _cache_tensors(gguf: GGUFFile, context: Any, progress: ProgressCallbac
         refs.update({f"{name}/{p}": r for p, r in tensor.payload(transform).refs().items()})
     loader = WeightPuller(context.cache, progress=progress)
     await loader.pull(refs)
+    if context.cache is not None:
+        context.cache.register_load(refs.values())
     return len(gguf.tensors)
 
 
@@ -85,6 +87,8 @@ async def run(args: argparse.Namespace) -> int:
                 else:
                     count = await _cache_tensors(gguf, context, progress)
                     what = f"{count} tensors ({gguf.architecture or 'no architecture'})"
+                if isinstance(model, str):
+                    cache.register_model(gguf.source, name=model)
         finally:
             if bar is not None:
                 bar.close()

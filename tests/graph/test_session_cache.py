@@ -79,12 +79,14 @@ def reference(path: Path, names: list[tuple[str, Q]], x: np.ndarray) -> np.ndarr
     return h
 
 
-async def build(context: Context, path: Path, accuracy_level: int = 4) -> Graph:
-    """``relu(x @ W^T)`` through every matrix of ``path``, as MatMulNBits."""
+async def build(
+    context: Context, path: Path | str, accuracy_level: int = 4, remote_dir: Path | None = None
+) -> Graph:
+    """``relu(x @ W^T)`` through every matrix of ``path`` (or a URL), as MatMulNBits."""
     b = GraphBuilder(context)
     x = b.input("x", TensorDescriptor("float32", [SEQ, DIM]))
     h = x
-    async with await open_gguf(path) as gguf:
+    async with await open_gguf(path, remote_dir=remote_dir) as gguf:
         for name in sorted(gguf.tensors, key=lambda n: int(n[1:])):
             tensor = gguf.tensor(name)
             t = MatMulNBitsTransform(tensor.ggml_type, tensor.shape)
@@ -259,12 +261,12 @@ async def test_a_broken_saved_session_falls_back(
         # Whole and checksummed, but not a model onnxruntime accepts.
         import json
 
-        from pullweights.cache.checksum import checksum
+        from pullweights.cache.checksum import checksum, seal, unseal
 
         (entry / "model.onnx").write_bytes(b"not a model")
-        record = json.loads((entry / "session.json").read_bytes())
+        record = unseal(json.loads((entry / "session.json").read_bytes()))
         record["files"]["model.onnx"] = {"size": 11, "checksum": checksum(b"not a model")}
-        (entry / "session.json").write_text(json.dumps(record))
+        (entry / "session.json").write_text(json.dumps(seal(record)))
     again = await build(context(tmp_path), path)
     assert not again.from_saved_session
     np.testing.assert_array_equal(await run(again), expected)
