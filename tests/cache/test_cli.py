@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -170,3 +172,34 @@ def test_sizes_and_durations() -> None:
         "5.0 GiB",
         "3.0 PiB",
     ]
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pullweights", *args],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+    )
+
+
+def test_a_run_is_one_model_in_cache_list_and_rm_removes_it(tmp_path: Path) -> None:
+    from tests.reference import write_tiny_model
+
+    model = tmp_path / "tiny.gguf"
+    write_tiny_model(model, "qwen2", quant="Q8_0")
+    cache = str(tmp_path / "cache")
+    done = _cli("run", str(model), "Paris is", "--cache-dir", cache, "--max-tokens", "2", "--quiet")
+    assert done.returncode == 0, done.stderr
+    listed = _cli("cache", "list", "--json", "--cache-dir", cache)
+    [row] = json.loads(listed.stdout)["models"]
+    assert row["name"] == str(model) and row["entries"] and row["bytes"] > 0
+    text = _cli("cache", "list", "--cache-dir", cache).stdout.splitlines()
+    assert text[0].startswith("NAME") and str(model)[-21:] in text[1]  # one row
+    removed = _cli("cache", "rm", str(model), "--cache-dir", cache)
+    assert removed.returncode == 0 and removed.stdout.startswith("removed model")
+    assert json.loads(_cli("cache", "list", "--json", "--cache-dir", cache).stdout)["models"] == []
+    unknown = _cli("cache", "verify", "deadbeef00", "--cache-dir", cache)
+    assert unknown.returncode == 1 and "Traceback" not in unknown.stderr
+    assert "no entry or model 'deadbeef00'" in unknown.stderr

@@ -83,7 +83,7 @@ async def test_verify_removes_a_session_with_its_damaged_entry(
     kinds = sorted(p.path.parent.name for p in problems)
     assert kinds[-1] == "sessions" and len(problems) == 2 and all(p.removed for p in problems)
     assert (
-        "built from weight entry" in [p for p in problems if "sessions" in str(p.path)][0].problem
+        "built from weight entry" in next(p for p in problems if "sessions" in str(p.path)).problem
     )
     assert cache.verify() == []
     again, out = await load(root, model_file)
