@@ -203,3 +203,21 @@ def test_a_run_is_one_model_in_cache_list_and_rm_removes_it(tmp_path: Path) -> N
     unknown = _cli("cache", "verify", "deadbeef00", "--cache-dir", cache)
     assert unknown.returncode == 1 and "Traceback" not in unknown.stderr
     assert "no entry or model 'deadbeef00'" in unknown.stderr
+
+
+def test_verify_checks_remembered_url_headers(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = tmp_path / "c"
+    remote = root / "remote"
+    remote.mkdir(parents=True)
+    (remote / "0badc0de.json").write_text("{not json")
+    (remote / "0badc0de.head").write_bytes(b"GGUF")
+    good = {"url": "http://x/m.gguf", "size": 100, "identity": "http:x", "head_length": 4}
+    (remote / "600d.json").write_text(json.dumps(good))
+    (remote / "600d.head").write_bytes(b"GGUF")
+    code, out, err = _run(capsys, "verify", "--cache-dir", str(root))
+    assert code == 1 and "Traceback" not in err
+    assert "0badc0de: remembered URL record" in out and "(removed)" in out
+    assert sorted(p.name for p in remote.iterdir()) == ["600d.head", "600d.json"]
+    assert _run(capsys, "verify", "--cache-dir", str(root))[0] == 0
