@@ -13,6 +13,8 @@ Example::
 
 from __future__ import annotations
 
+from typing import Any
+
 from loaders.blocks import Architecture
 from loaders.config import DEFAULT_CONTEXT, ModelConfig
 from loaders.gemma3 import GEMMA3
@@ -24,6 +26,7 @@ from loaders.sampling import SamplingParams
 from pullweights.errors import UnsupportedError
 from pullweights.events import ProgressCallback
 from pullweights.gguf.reader import GGUFFile, ModelSpec, open_gguf
+from pullweights.graph.stages import StagePlan
 from pullweights.runtime.context import Context, create_context
 
 __all__ = [
@@ -69,6 +72,7 @@ async def load_model(
     context_length: int | None = None,
     accuracy_level: int | None = None,
     progress: ProgressCallback | None = None,
+    stages: StagePlan = "auto",
 ) -> LanguageModel:
     """Open a GGUF model, build its decoder graph, pull its weights and compile.
 
@@ -83,32 +87,28 @@ async def load_model(
         accuracy_level: ``MatMulNBits`` accuracy level (default: 4, int8 activations;
             0 computes with exact float activations).
         progress: called with a :class:`~pullweights.events.Progress` per weight pulled.
+        stages: how the decoder is cut into stages, each its own onnxruntime session
+            compiled as soon as its weights have arrived (see
+            :meth:`pullweights.GraphBuilder.build`; ``1`` compiles one session).
 
     Raises:
         UnsupportedError: an architecture or tensor type that is not handled.
         FormatError: metadata or tensors the architecture needs are missing or malformed.
         SourceError: the file cannot be read.
     """
+    options = {
+        "context_length": context_length,
+        "accuracy_level": accuracy_level,
+        "progress": progress,
+        "stages": stages,
+    }
     if isinstance(model, GGUFFile):
-        return await _load(model, context, context_length, accuracy_level, progress)
+        return await _load(model, context, options)
     context = context or create_context()
     remote_dir = None if context.cache_dir is None else context.cache_dir / "remote"
     async with await open_gguf(model, remote_dir=remote_dir) as gguf:
-        return await _load(gguf, context, context_length, accuracy_level, progress)
+        return await _load(gguf, context, options)
 
 
-async def _load(
-    gguf: GGUFFile,
-    context: Context | None,
-    context_length: int | None,
-    accuracy_level: int | None,
-    progress: ProgressCallback | None,
-) -> LanguageModel:
-    return await build_model(
-        gguf,
-        architecture_for(gguf.architecture),
-        context=context,
-        context_length=context_length,
-        accuracy_level=accuracy_level,
-        progress=progress,
-    )
+async def _load(gguf: GGUFFile, context: Context | None, options: dict[str, Any]) -> LanguageModel:
+    return await build_model(gguf, architecture_for(gguf.architecture), context=context, **options)
