@@ -81,7 +81,7 @@ async def http_once(
 ) -> tuple[float, float]:
     """Seconds and CPU seconds (this process) for one whole-file read_into."""
     async with await HttpSource.open(
-        url, chunk_size=chunk, concurrency=concurrency, direct_receive=direct
+        url, settings=HttpSettings(chunk_size=chunk, concurrency=concurrency, direct_receive=direct)
     ) as source:
         cpu, started = time.process_time(), time.perf_counter()
         await source.read_into(0, memoryview(out))

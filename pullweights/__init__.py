@@ -22,7 +22,7 @@ from pullweights.errors import (
 from pullweights.graph.builder import GraphBuilder
 from pullweights.graph.compiled import Graph
 from pullweights.graph.operand import Operand
-from pullweights.sources import ByteSource, ConcatSource, FileSource, MemorySource
+from pullweights.sources import ByteSource, ConcatSource, FileSource, HttpSettings, MemorySource
 from pullweights.tensor import Tensor
 from pullweights.weights import Payload, Transform, WeightRef, raw_weight
 
@@ -41,6 +41,7 @@ __all__ = [
     "Graph",
     "GraphBuilder",
     "GraphError",
+    "HttpSettings",
     "IntegrityError",
     "MemorySource",
     "Operand",
