@@ -75,6 +75,16 @@ async def test_https_reads_match(
     assert direct_receivers.used > 0  # the direct path works over TLS too
 
 
+async def test_tls_from_the_settings(
+    https_url: str, certificate: tuple[Path, Path], payload: bytes
+) -> None:
+    trusted = ssl.create_default_context(cafile=str(certificate[0]))
+    async with await HttpSource.open(https_url, settings=HttpSettings(ssl=trusted)) as source:
+        assert await source.read(5, 1000) == payload[5:1005]
+    async with await HttpSource.open(https_url, settings=HttpSettings(ssl=False)) as source:
+        assert await source.read(0, 10) == payload[:10]  # verification off, on request
+
+
 async def test_untrusted_certificate_is_not_retried(https_url: str) -> None:
     with pytest.raises(FetchError, match="ClientConnectorCertificateError"):
         await HttpSource.open(https_url, settings=HttpSettings(retries=3, backoff_base=1.0))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 
 import gguf
@@ -16,6 +17,7 @@ from pullweights.gguf import open_gguf
 from pullweights.sources import HttpSettings, RemoteSource
 from pullweights.sources.remote_record import RecordStore
 from tests.servers.faults import Fault, FaultServer
+from tests.servers.nginx import NginxServer
 
 FAST = HttpSettings(retries=1, backoff_base=0.01, backoff_max=0.02)
 
@@ -204,3 +206,23 @@ async def test_a_damaged_record_is_never_trusted(
         damage(store, server.url)  # type: ignore[operator]
         with pytest.raises(SourceError, match="not available offline"):
             await opened(server.url, remote, offline=True)
+
+
+@pytest.mark.nginx
+async def test_a_file_changed_on_nginx_is_fetched_again(
+    nginx_server: NginxServer, tmp_path: Path
+) -> None:
+    path = Path(nginx_server.root) / "revalidated.gguf"
+    remote = tmp_path / "remote"
+    url = nginx_server.url + path.name
+    path.write_bytes(model_bytes(tmp_path, "one", 1))
+    try:
+        first = await opened(url, remote)
+        assert (await opened(url, remote))[0] == "unchanged"
+        path.write_bytes(model_bytes(tmp_path, "two", 2))  # same size: the ETag is mtime-size
+        os.utime(path, (1_700_000_000, 1_700_000_000))
+        second = await opened(url, remote)
+    finally:
+        path.unlink()
+    assert first[0] == "fetched" and first[2] == "one"
+    assert second[0] == "changed" and second[2] == "two"
