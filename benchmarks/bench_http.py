@@ -35,6 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # for tests.servers when run as a script
 
 from pullweights.sources.http import HttpSource  # noqa: E402
+from pullweights.sources.http_settings import HttpSettings  # noqa: E402
 from tests.servers.nginx import NginxServer, nginx_binary, wait_for_port  # noqa: E402
 
 MiB = 1 << 20

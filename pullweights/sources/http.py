@@ -56,6 +56,7 @@ _FATAL_CLIENT_ERRORS: tuple[type[BaseException], ...] = (
 )
 _FOREIGN_ERRORS: tuple[type[BaseException], ...] = (aiohttp.ClientError, TimeoutError, OSError)
 
+
 def _seconds(value: float | None) -> str:
     """A duration for a message: ``0.5``, ``12``, ``3600``."""
     return "?" if value is None else f"{value:.2g}" if value < 10 else f"{value:.0f}"

@@ -346,7 +346,10 @@ class RemoteSource(ByteSource):
         self._recording = False
         self._prefix = bytearray()
         if self._store is not None:
-            self._store.save(self._record, head)
+            try:
+                self._store.save(self._record, head)
+            except SourceError as exc:  # an unusable cache: run without remembering
+                logger.warning("%s; it is not remembered, and will be fetched again", exc)
 
     def map(self, offset: int, length: int) -> memoryview | None:
         self.check_range(offset, length)

@@ -179,7 +179,7 @@ class RecordStore:
         try:
             with open(record_path, "rb") as f:
                 text = f.read(_MAX_RECORD_BYTES + 1)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return None
         except OSError as exc:
             self._damaged(url, f"the record cannot be read ({exc.strerror})")

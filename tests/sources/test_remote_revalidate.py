@@ -226,3 +226,17 @@ async def test_a_file_changed_on_nginx_is_fetched_again(
         path.unlink()
     assert first[0] == "fetched" and first[2] == "one"
     assert second[0] == "changed" and second[2] == "two"
+
+
+async def test_an_unwritable_record_directory_only_warns(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("a regular file where the record directory should be")
+    async with FaultServer(model_bytes(tmp_path, "one")) as server:
+        with caplog.at_level(logging.WARNING):
+            origin, _, name, _ = await opened(server.url, blocker / "remote")
+            again = await opened(server.url, blocker / "remote")
+    assert (origin, name, again[0]) == ("fetched", "one", "fetched")
+    assert "cannot record the header" in caplog.text and "not remembered" in caplog.text
+    assert "damaged" not in caplog.text
