@@ -3,11 +3,15 @@ whole object into the cache, written crash-safely, then read as a local file."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import signal
+import sys
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 
 from pullweights import events
 from pullweights.errors import FetchError
@@ -120,3 +124,69 @@ async def test_a_damaged_copy_is_downloaded_again(
             assert await tensor_bytes(server.url, remote) == ("fetched", data[-128:])
         assert "is damaged" in caplog.text
         assert copy.read_bytes() == data
+
+
+CHILD = """
+import asyncio, sys
+from pullweights.gguf import open_gguf
+
+async def main(url, remote):
+    print("opening", flush=True)
+    model = await open_gguf(url, remote_dir=remote)
+    await model.aclose()
+    print("finished", flush=True)
+
+asyncio.run(main(sys.argv[1], sys.argv[2]))
+"""
+
+
+async def test_a_download_killed_midway_leaves_no_copy(tmp_path: Path) -> None:
+    data = model_bytes(tmp_path, "one")  # ~130 KiB, sent 4 KiB per 50 ms: seconds
+    remote = tmp_path / "remote"
+
+    async def slow_whole_object(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(
+            status=200,
+            headers={
+                "Content-Length": str(len(data)),
+                "Last-Modified": "Mon, 02 Jan 2006 15:04:05 GMT",
+            },
+        )
+        await response.prepare(request)
+        for start in range(0, len(data), 4096):
+            await response.write(data[start : start + 4096])
+            await asyncio.sleep(0.05)
+        return response
+
+    app = web.Application()
+    app.router.add_get("/model.gguf", slow_whole_object)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}/model.gguf"
+    script = tmp_path / "child.py"
+    script.write_text(CHILD)
+    try:
+        child = await asyncio.create_subprocess_exec(
+            sys.executable, str(script), url, str(remote),
+            stdout=asyncio.subprocess.PIPE,
+            env={**os.environ, "PYTHONPATH": os.getcwd()},
+        )  # fmt: skip
+        assert child.stdout is not None
+        assert (await asyncio.wait_for(child.stdout.readline(), 60)).strip() == b"opening"
+        for _ in range(600):  # until the partial file is there and growing
+            if remote.is_dir() and leftovers(remote):
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.3)
+        child.send_signal(signal.SIGKILL)
+        await child.wait()
+        assert child.returncode == -signal.SIGKILL
+        left = sorted(p.name for p in remote.iterdir())
+        assert len(left) == 1 and left[0].endswith(".partial")  # no copy, no record
+        # the next open downloads it whole and clears what the killed one left
+        assert (await tensor_bytes(url, remote))[1] == data[-128:]
+        assert leftovers(remote) == []
+    finally:
+        await runner.cleanup()
