@@ -43,8 +43,8 @@ TEXT = (
 async def pullweights_worker(request: dict[str, Any]) -> dict[str, Any]:
     """The pullweights side of one process: load, then prefill + decode ``repeats`` times."""
     from loaders import load_model
-    from pullweights.runtime.context import create_context
     from pullweights.memstats import MemoryMonitor
+    from pullweights.runtime.context import create_context
 
     with MemoryMonitor() as monitor:
         start = time.perf_counter()

@@ -219,7 +219,7 @@ async def _freq_factors(gguf: GGUFFile, config: ModelConfig) -> tuple[float, ...
             f"rope_freqs.weight: {tensor.ggml_type.name}{list(tensor.shape)}, expected "
             f"F32[{config.head_dim // 2}]"
         )
-    data = await gguf.source.read(tensor.offset, tensor.nbytes)
+    data = await tensor.source.read(tensor.offset, tensor.nbytes)
     return tuple(float(f) for f in np.frombuffer(data, dtype=np.float32))
 
 

@@ -21,7 +21,8 @@ phase            a span of
 ================ ===================================================================
 
 Marks: ``ready`` (a graph or model can compute), ``first-token``, ``retry`` (an HTTP
-request is retried: ``name`` says why).
+request is retried: ``name`` says why), ``stall`` (an HTTP request has received nothing
+for a while; repeated while it lasts).
 
 Events come from the event loop and from worker threads; a subscriber must be quick and
 thread-safe. With ``PULLWEIGHTS_EVENTS=PATH`` in the environment every event is also
@@ -83,6 +84,7 @@ class Phase(StrEnum):
     READY = "ready"
     FIRST_TOKEN = "first-token"
     RETRY = "retry"
+    STALL = "stall"
 
 
 Kind = Literal["begin", "end", "mark"]
