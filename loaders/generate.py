@@ -29,6 +29,7 @@ from loaders.chat import chat_template_from_metadata, encode_chat
 from loaders.model import LanguageModel
 from loaders.sampling import Sampler, SamplingParams, StopMatcher
 from pullweights.errors import ComputeError
+from pullweights.events import Phase, mark, span
 
 __all__ = ["GenerationStats", "encode_prompt", "generate", "generate_tokens"]
 
@@ -120,13 +121,15 @@ async def generate_tokens(
     stats.prompt_tokens = len(history)
     model.reset()
     start = time.perf_counter()
-    logits = await model.forward(history)
+    with span(Phase.PREFILL, "prompt", len(history)):
+        logits = await model.forward(history)
     stats.prefill_seconds = time.perf_counter() - start
     decode_start = 0.0
     while True:
         token = sampler.sample(np.asarray(logits[-1]), history)
         if stats.generated_tokens == 0:
             stats.time_to_first_token = time.perf_counter() - start
+            mark(Phase.FIRST_TOKEN, "token", 1)
             decode_start = time.perf_counter()
         if model.tokenizer.is_eog(token):
             stats.stop_reason = "eog"

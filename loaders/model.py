@@ -24,7 +24,7 @@ from loaders.tokenizer import Tokenizer
 from loaders.weights import WeightMap
 from pullweights import Context, Graph, GraphBuilder, Tensor, TensorDescriptor, create_context
 from pullweights.errors import ComputeError, FormatError, GraphError
-from pullweights.events import ProgressCallback
+from pullweights.events import Phase, ProgressCallback, mark, span
 from pullweights.gguf.reader import GGUFFile
 from pullweights.graph.stages import StagePlan
 
@@ -169,7 +169,7 @@ async def build_model(
         nonlocal tokenizer_task
         if tokenizer_task is None:
             tokenizer_task = asyncio.ensure_future(
-                asyncio.to_thread(Tokenizer.from_gguf_metadata, gguf.metadata)
+                asyncio.to_thread(_build_tokenizer, gguf.metadata)
             )
 
     try:
@@ -208,7 +208,13 @@ async def build_model(
     await model.forward([0])
     model.reset()
     model.stats = replace(model.stats, seconds=time.perf_counter() - start)
+    mark(Phase.READY, "model")
     return model
+
+
+def _build_tokenizer(metadata: Mapping[str, object]) -> Tokenizer:
+    with span(Phase.TOKENIZER, "tokenizer"):
+        return Tokenizer.from_gguf_metadata(metadata)
 
 
 async def _freq_factors(gguf: GGUFFile, config: ModelConfig) -> tuple[float, ...]:

@@ -55,6 +55,7 @@ __all__ = [
     "Phase",
     "Progress",
     "ProgressCallback",
+    "Span",
     "Subscriber",
     "emit",
     "listening",
@@ -213,7 +214,9 @@ def mark(phase: Phase, name: str = "", nbytes: int = 0, *, stage: str = "") -> N
         emit(_event(phase, "mark", name, nbytes, 0, stage, True))
 
 
-class _Span:
+class Span:
+    """An open span; set :attr:`nbytes` before it ends when the size is only known then."""
+
     __slots__ = ("id", "name", "nbytes", "phase", "stage")
 
     def __init__(self, phase: Phase, name: str, nbytes: int, stage: str) -> None:
@@ -222,20 +225,20 @@ class _Span:
 
 
 @contextlib.contextmanager
-def span(phase: Phase, name: str = "", nbytes: int = 0, *, stage: str = "") -> Iterator[None]:
+def span(phase: Phase, name: str = "", nbytes: int = 0, *, stage: str = "") -> Iterator[Span]:
     """Emit ``begin`` now and ``end`` when the block exits (``ok=False`` on any exception,
-    cancellation included)."""
+    cancellation included). The ``end`` event carries the span's final ``nbytes``."""
+    s = Span(phase, name, nbytes, stage)
     if not listening():
-        yield
+        yield s
         return
-    s = _Span(phase, name, nbytes, stage)
     emit(_event(phase, "begin", name, nbytes, s.id, stage, True))
     ok = False
     try:
-        yield
+        yield s
         ok = True
     finally:
-        emit(_event(phase, "end", name, nbytes, s.id, stage, ok))
+        emit(_event(phase, "end", name, s.nbytes, s.id, stage, ok))
 
 
 def subscribe(subscriber: Subscriber) -> Callable[[], None]:

@@ -83,7 +83,7 @@ async def compile_graph(
             raise
     graph = Graph(lowered, compiled)
     graph.cache_hits, graph.transformed = puller.cache_hits, puller.transformed
-    mark(Phase.READY, nbytes=total)
+    mark(Phase.READY, "graph", total)
     return graph
 
 
