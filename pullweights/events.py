@@ -20,8 +20,9 @@ phase            a span of
 ``generate``     one generation, prompt to last token
 ================ ===================================================================
 
-Marks: ``ready`` (a graph or model can compute), ``first-token``, ``retry`` (an HTTP
-request is retried: ``name`` says why), ``stall`` (an HTTP request has received nothing
+Marks: ``ready`` (``name`` ``"graph"``: a compiled graph can compute; ``"model"``: a
+language model is loaded, tokenizer and warm-up included), ``first-token``, ``retry`` (an
+HTTP request is retried: ``name`` says why), ``stall`` (an HTTP request has received nothing
 for a while; repeated while it lasts).
 
 Events come from the event loop and from worker threads; a subscriber must be quick and
