@@ -228,20 +228,19 @@ class WeightPuller:
         raw_view = None if mapped is None else np.frombuffer(mapped, dtype=np.uint8)
         buffer = None if mapped is not None else np.empty(group * row_bytes, np.uint8)
         async with self._budget.hold(group * per_row):
-            with span(Phase.TRANSFORM, name, payload.length, stage=stage):
-                async with self.cache.writer(payload) as w:
-                    for r0 in range(0, n_rows, group):
-                        r1 = min(n_rows, r0 + group)
-                        if raw_view is not None:
-                            raw = raw_view[r0 * row_bytes : r1 * row_bytes]
-                        else:
-                            assert buffer is not None
-                            raw = buffer[: (r1 - r0) * row_bytes]
-                            with span(Phase.FETCH, name, raw.size, stage=stage):
-                                await payload.source.read_into(
-                                    payload.offset + r0 * row_bytes, memoryview(raw)
-                                )
-                        await joined(_transform_group, transform, w, raw, r0, r1, out_row)
+            async with self.cache.writer(payload) as w:
+                for r0 in range(0, n_rows, group):
+                    r1 = min(n_rows, r0 + group)
+                    if raw_view is not None:
+                        raw = raw_view[r0 * row_bytes : r1 * row_bytes]
+                    else:
+                        assert buffer is not None
+                        raw = buffer[: (r1 - r0) * row_bytes]
+                        with span(Phase.FETCH, name, raw.size, stage=stage):
+                            await payload.source.read_into(
+                                payload.offset + r0 * row_bytes, memoryview(raw)
+                            )
+                    await joined(_transform_group, transform, w, raw, r0, r1, out_row, name, stage)
             del buffer, raw_view
         self.transformed += 1
         assert w.result is not None
@@ -255,17 +254,22 @@ def _transform_group(
     start: int,
     stop: int,
     out_row: Mapping[str, int],
+    name: str,
+    stage: str,
 ) -> None:
     """Rows ``start:stop`` transformed and written to their place (in a worker thread)."""
-    pieces = transform.apply_rows(raw, start, stop)
-    for part, row_nbytes in out_row.items():
-        piece = pieces[part]
-        if piece.nbytes != (stop - start) * row_nbytes:
-            raise PullWeightsError(
-                f"transform {transform.name} returned {piece.nbytes} bytes of part {part!r} "
-                f"for rows {start}:{stop}, expected {(stop - start) * row_nbytes}"
-            )
-        writer.write_at(part, start * row_nbytes, piece)
+    with span(Phase.TRANSFORM, name, raw.size, stage=stage):
+        pieces = transform.apply_rows(raw, start, stop)
+    out_bytes = (stop - start) * sum(out_row.values())
+    with span(Phase.CACHE_WRITE, name, out_bytes, stage=stage):
+        for part, row_nbytes in out_row.items():
+            piece = pieces[part]
+            if piece.nbytes != (stop - start) * row_nbytes:
+                raise PullWeightsError(
+                    f"transform {transform.name} returned {piece.nbytes} bytes of part "
+                    f"{part!r} for rows {start}:{stop}, expected {(stop - start) * row_nbytes}"
+                )
+            writer.write_at(part, start * row_nbytes, piece)
 
 
 def _check_outputs(payload: Payload, arrays: Mapping[str, np.ndarray]) -> None:
