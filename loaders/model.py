@@ -33,7 +33,8 @@ __all__ = ["LanguageModel", "LoadStats", "build_model"]
 
 @dataclass(frozen=True)
 class LoadStats:
-    """What loading cost: wall time and how many transformed weights the cache served."""
+    """What loading cost: wall time, and how many of the transformed weights the cache
+    served (as entries, or inside saved sessions) instead of transforming them again."""
 
     seconds: float
     payloads: int
@@ -179,8 +180,6 @@ async def build_model(
         logits = architecture.build(builder, weights, io)
         payloads = weights.payloads
         transformed = [p for p in payloads if p.transform is not None]
-        cache = context.cache
-        hits = sum(1 for p in transformed if cache is not None and cache.contains(p))
         graph = await builder.build(
             {"logits": logits, **io.presents},
             stages=stages,
@@ -201,7 +200,7 @@ async def build_model(
         graph=graph,
         cache_descriptor=io.cache_descriptor,
         tables=io.tables,
-        stats=LoadStats(0.0, len(payloads), len(transformed), hits),
+        stats=LoadStats(0.0, len(payloads), len(transformed), len(transformed) - graph.transformed),
     )
     # One token through the graph, as llama.cpp's warm-up: onnxruntime's first run
     # allocates and initializes (~0.2 s) and should not count as the first prompt's time.

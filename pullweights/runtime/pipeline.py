@@ -68,7 +68,7 @@ async def compile_graph(
         puller.expect(stage.initializer_weights.values())
     for stage in lowered.stages:
         puller.expect(stage.bound_weights.values())
-    run = _Load(context, puller, len(lowered.stages), on_compile_start)
+    run = _Load(context, puller, lowered, on_compile_start)
     lengths = {id(r.payload): r.payload.length for r in lowered.weights.values()}
     total = sum(lengths.values())
     with span(Phase.LOAD, "", total):
@@ -95,15 +95,23 @@ class _Load:
         self,
         context: Context,
         puller: WeightPuller,
-        n_stages: int,
+        lowered: LoweredGraph,
         on_compile_start: Callable[[], object] | None,
     ) -> None:
         self.context = context
         self.puller = puller
         self.heap = asyncio.Lock()
         self.opening = asyncio.Semaphore(max(1, os.cpu_count() or 1))
-        self.unpulled = n_stages
+        self.unpulled = len(lowered.stages)
         self.on_compile_start = on_compile_start
+        # Payloads only ever packed (no stage binds them) and the stages packing them: once
+        # all those stages are saved, their cache entries are a second copy of bytes the
+        # saved sessions hold (see _drop_packed_only).
+        self.packers: dict[int, int] = {}
+        bound = {id(r.payload) for s in lowered.stages for r in s.bound_weights.values()}
+        for stage in lowered.stages:
+            for pid in {id(r.payload) for r in stage.initializer_weights.values()} - bound:
+                self.packers[pid] = self.packers.get(pid, 0) + 1
 
     def _pulled(self) -> None:
         """One more stage has its initializers (or needs none): once all have, only
@@ -149,7 +157,32 @@ class _Load:
             raise
         if store is not None and saver is not None and compiled.save is not None:
             store.mark_in_use(saver.key, compiled.session)
+            await self._drop_packed_only(stage)
         return compiled
+
+    async def _drop_packed_only(self, stage: LoweredStage) -> None:
+        """Remove the cache entries of payloads that only saved stages pack, when their
+        source is local: the saved sessions hold those bytes (onnxruntime needs them there,
+        next to the packed copies), and should a session be lost, the weight is made again
+        from the file. Remote payloads keep their entries (re-reading means downloading)."""
+        cache = self.context.cache
+        if cache is None:
+            return
+        drop = []
+        for payload in {
+            id(r.payload): r.payload for r in stage.initializer_weights.values()
+        }.values():
+            left = self.packers.get(id(payload))
+            if left is None:
+                continue
+            self.packers[id(payload)] = left - 1
+            if left == 1 and payload.source.local:
+                drop.append(payload.key)
+        for key in drop:
+            try:
+                await joined(cache.remove, key)
+            except CacheError as exc:
+                log.warning("cannot remove cache entry %s: %s", key, exc)
 
     async def _bound(self, stage: LoweredStage) -> dict[str, np.ndarray]:
         bound = await self.puller.pull(stage.bound_weights, stage=stage.name)

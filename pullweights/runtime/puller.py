@@ -202,6 +202,7 @@ class WeightPuller:
             with span(Phase.TRANSFORM, name, payload.length, stage=stage):
                 arrays = await joined(transform.apply, raw)
             del raw
+            payload.source.release(payload.offset, payload.length)
             _check_outputs(payload, arrays)
             self.transformed += 1
             if self.cache is None:
@@ -241,6 +242,9 @@ class WeightPuller:
                                 payload.offset + r0 * row_bytes, memoryview(raw)
                             )
                     await joined(_transform_group, transform, w, raw, r0, r1, out_row, name, stage)
+                    del raw
+                    # The raw rows are done with: their file pages leave our resident set.
+                    payload.source.release(payload.offset + r0 * row_bytes, (r1 - r0) * row_bytes)
             del buffer, raw_view
         self.transformed += 1
         assert w.result is not None
