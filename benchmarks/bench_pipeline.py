@@ -203,8 +203,8 @@ def bench(args: argparse.Namespace, model_ref: str, gguf: Path, root: Path) -> d
             result = run(scenario, {**base, "cache_dir": None if cache is None else str(cache)})
             rows[scenario].append(result)
             print(
-                f"  {scenario:10} {result['seconds']:6.2f} s  pipeline {result['pipeline_s']:6.2f} s"
-                f"  private {result['peak_private'] / MIB:5.0f} MiB  rss "
+                f"  {scenario:10} {result['seconds']:6.2f} s  "
+                f"pipeline {result['pipeline_s']:6.2f} s  private {result['peak_private'] / MIB:5.0f} MiB  rss "
                 f"{result['peak_rss'] / MIB:5.0f} MiB",
                 file=sys.stderr,
             )

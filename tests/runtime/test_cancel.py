@@ -4,6 +4,7 @@ and the cache holds only whole entries that the next load uses."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import os
 from pathlib import Path
@@ -71,10 +72,8 @@ def _fds() -> set[str]:
     gc.collect()
     found = set()
     for fd in os.listdir("/proc/self/fd"):
-        try:
+        with contextlib.suppress(OSError):
             found.add(f"{fd}:{os.readlink(f'/proc/self/fd/{fd}')}")
-        except OSError:
-            pass
     return found
 
 
@@ -96,9 +95,9 @@ async def test_cancel_at_every_phase(model_path: Path, tmp_path: Path, phase: Ph
         def watch(event: Event) -> None:
             seen.append(event)
             # a stage after the first, so some work is done and some is still to come
-            if event.phase == phase and event.kind == "begin" and not hit.is_set():
-                if phase not in (Phase.COMPILE, Phase.SAVE) or event.stage != "layer 0":
-                    loop.call_soon_threadsafe(hit.set)
+            later = phase not in (Phase.COMPILE, Phase.SAVE) or event.stage != "layer 0"
+            if event.phase == phase and event.kind == "begin" and later and not hit.is_set():
+                loop.call_soon_threadsafe(hit.set)
 
         with subscribed(watch):
             task = asyncio.ensure_future(build(gguf, cache))
