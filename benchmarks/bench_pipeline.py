@@ -204,8 +204,9 @@ def bench(args: argparse.Namespace, model_ref: str, gguf: Path, root: Path) -> d
             rows[scenario].append(result)
             print(
                 f"  {scenario:10} {result['seconds']:6.2f} s  "
-                f"pipeline {result['pipeline_s']:6.2f} s  private {result['peak_private'] / MIB:5.0f} MiB  rss "
-                f"{result['peak_rss'] / MIB:5.0f} MiB",
+                f"pipeline {result['pipeline_s']:6.2f} s  "
+                f"private {result['peak_private'] / MIB:5.0f} MiB  "
+                f"rss {result['peak_rss'] / MIB:5.0f} MiB",
                 file=sys.stderr,
             )
             if scenario in ("transform", "cold") and cache is not None and rep > 0:
