@@ -10,8 +10,8 @@ signal N, the shell's convention), ``failed`` for a non-zero status or a command
 cannot be started (status 127), ``interrupted`` when this process got Ctrl-C (SIGINT) or
 SIGTERM. On Ctrl-C the child, in the same process group, normally gets the SIGINT from
 the terminal itself; if it has not exited after a second it is sent SIGINT, then SIGTERM
-and finally SIGKILL, ``grace`` seconds apart. SIGTERM is passed on to the child at once
-(a second SIGTERM kills it).
+and finally SIGKILL, ``grace`` seconds apart (each further Ctrl-C skips to the next
+step). SIGTERM is passed on to the child at once, then SIGKILL after ``grace`` seconds.
 """
 
 from __future__ import annotations
@@ -60,50 +60,56 @@ def read_events(path: str | os.PathLike[str]) -> tuple[list[Event], int]:
 
 
 class _Waiter:
-    """Reaps the child, escalating after Ctrl-C; remembers whether it was interrupted."""
+    """Reaps the child; after Ctrl-C or SIGTERM escalates on a schedule.
+
+    Signal handlers only record what arrived (they never raise), and the wait polls, so
+    an interrupt at any moment between starting the child and reaping it is handled the
+    same way.
+    """
+
+    POLL = 0.01
 
     def __init__(self, proc: subprocess.Popen[Any], grace: float) -> None:
         self.proc = proc
         self.grace = grace
-        self.interrupted: str = ""
-        self._sigterms = 0
+        #: The first signal that interrupted the run ("SIGINT", "SIGTERM"), or "".
+        self.interrupted = ""
+        self._schedule: list[tuple[float, signal.Signals]] = []
 
-    def on_sigterm(self, signum: int, frame: FrameType | None) -> None:
-        self.interrupted = self.interrupted or "SIGTERM"
-        self._sigterms += 1
+    def on_signal(self, signum: int, frame: FrameType | None) -> None:
+        sig = signal.Signals(signum)
+        now = time.monotonic()
+        if not self.interrupted:
+            self.interrupted = sig.name
+            if sig == signal.SIGTERM:
+                self._send(signal.SIGTERM)
+                self._schedule = [(now + self.grace, signal.SIGKILL)]
+            else:  # the terminal's SIGINT reached the child too: give it a moment first
+                self._schedule = [
+                    (now + FIRST_WAIT, signal.SIGINT),
+                    (now + FIRST_WAIT + self.grace, signal.SIGTERM),
+                    (now + FIRST_WAIT + 2 * self.grace, signal.SIGKILL),
+                ]
+        elif self._schedule:  # asked again: the next, harsher step now
+            _, next_sig = self._schedule.pop(0)
+            self._send(next_sig)
+            self._schedule = [(now + self.grace, s) for _, s in self._schedule]
+        else:
+            self._send(signal.SIGKILL)
+
+    def _send(self, sig: signal.Signals) -> None:
         with contextlib.suppress(ProcessLookupError):
-            self.proc.send_signal(signal.SIGTERM if self._sigterms == 1 else signal.SIGKILL)
+            self.proc.send_signal(sig)
 
-    def _poll(self, seconds: float) -> tuple[int, Any] | None:
-        deadline = time.monotonic() + seconds
+    def wait(self) -> tuple[int, Any]:
+        """``(wait status, rusage)`` of the child, however long it takes."""
         while True:
             pid, status, rusage = os.wait4(self.proc.pid, os.WNOHANG)
             if pid:
                 return status, rusage
-            if time.monotonic() >= deadline:
-                return None
-            time.sleep(0.02)
-
-    def wait(self) -> tuple[int, Any]:
-        """``(wait status, rusage)`` of the child, however long it takes."""
-        try:
-            _, status, rusage = os.wait4(self.proc.pid, 0)
-            return status, rusage
-        except KeyboardInterrupt:
-            self.interrupted = self.interrupted or "SIGINT"
-        steps = [(None, FIRST_WAIT), (signal.SIGINT, self.grace), (signal.SIGTERM, self.grace)]
-        for sig, seconds in steps:
-            try:
-                if sig is not None:
-                    self.proc.send_signal(sig)
-                reaped = self._poll(seconds)
-                if reaped is not None:
-                    return reaped
-            except KeyboardInterrupt:
-                continue  # another Ctrl-C: go to the next, harsher step
-        self.proc.kill()
-        _, status, rusage = os.wait4(self.proc.pid, 0)
-        return status, rusage
+            if self._schedule and time.monotonic() >= self._schedule[0][0]:
+                self._send(self._schedule.pop(0)[1])
+            time.sleep(self.POLL)
 
 
 def profile_command(
@@ -136,7 +142,6 @@ def profile_command(
     child_env = {**(os.environ if env is None else env), ENV_EVENTS: events_path}
     status = ProfileStatus()
     metadata = run_metadata(command=list(argv), sampler_interval_s=interval)
-    samples = Samples()
     origin = time.monotonic()
     try:
         try:
@@ -150,23 +155,24 @@ def profile_command(
                 target or command,
                 origin,
                 time.monotonic(),
-                samples,
+                Samples(),
                 status=status,
                 metadata=metadata,
             )
         metadata["pid"] = proc.pid
         waiter = _Waiter(proc, grace)
+        handled = (signal.SIGINT, signal.SIGTERM)
+        main_thread = threading.current_thread() is threading.main_thread()
+        previous = [signal.signal(s, waiter.on_signal) for s in handled] if main_thread else []
         sampler = Sampler(proc.pid, interval=interval)
-        with contextlib.suppress(ProcessLookupError):  # /proc hidden: no samples
-            sampler.start()
-        handler_set = threading.current_thread() is threading.main_thread()
-        previous = signal.signal(signal.SIGTERM, waiter.on_sigterm) if handler_set else None
         try:
+            with contextlib.suppress(ProcessLookupError):  # /proc hidden: no samples
+                sampler.start()
             wait_status, rusage = waiter.wait()
         finally:
-            if handler_set:
-                signal.signal(signal.SIGTERM, previous)
             samples = sampler.stop()
+            for sig, handler in zip(handled, previous, strict=False):
+                signal.signal(sig, handler)
         end = time.monotonic()
         code = os.waitstatus_to_exitcode(wait_status)
         proc.returncode = code  # reaped by wait4: tell Popen
@@ -176,8 +182,8 @@ def profile_command(
             status.error = f"killed by {signal.Signals(-code).name}"
         else:
             status.exit_code = code
-        status.interrupted = bool(waiter.interrupted)
-        if status.interrupted:
+        if waiter.interrupted:
+            status.interrupted = True
             received = f"{waiter.interrupted} received"
             status.error = f"{received}; {status.error}" if status.error else received
         status.failed = status.exit_code != 0 and not status.interrupted

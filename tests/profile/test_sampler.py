@@ -1,0 +1,142 @@
+"""The sampler: known allocations land in the right column, children are followed, and
+the sampler never outlives the profiled process."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pullweights.events import Phase
+from pullweights.profile import ProfileRecord, Sampler, profile_command, profiled
+
+MIB = 2**20
+SIZE = 200 * MIB
+
+# Touch 200 MiB of anonymous memory, hold it, free it; then map a 200 MiB file and read
+# every page of it, hold it. A mark before and after each step tells the test where to look.
+ALLOCATE = """
+import mmap, sys, time
+import numpy as np
+from pullweights import events
+from pullweights.events import Phase
+
+def hold(name):
+    events.mark(Phase.READY, name)
+    time.sleep(0.3)
+
+hold("baseline")
+anon = np.ones({size} // 8)
+hold("anon")
+del anon
+hold("freed")
+with open(sys.argv[1], "rb") as f:
+    mapped = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)
+view = np.frombuffer(mapped, np.uint8)
+total = int(view[::4096].sum())
+hold("file")
+"""
+
+
+def _at_mark(record: ProfileRecord, name: str, kind: str) -> int:
+    """Memory of ``kind`` in the middle of the 0.3 s hold after mark ``name``."""
+    (mark,) = [m for m in record.marks if m.phase == Phase.READY and m.name == name]
+    return record.samples.at(kind, mark.time + 0.15)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def big_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("sampler") / "big.bin"
+    rng = np.random.default_rng(0)
+    with open(path, "wb") as f:
+        for _ in range(SIZE // (8 * MIB)):
+            f.write(rng.integers(0, 255, 8 * MIB, dtype=np.uint8).tobytes())
+    return path
+
+
+def test_known_allocations_land_in_the_right_column(big_file: Path) -> None:
+    script = ALLOCATE.format(size=SIZE)
+    record = profile_command([sys.executable, "-c", script, str(big_file)])
+    assert record.status.ok, record.status
+    base_private = _at_mark(record, "baseline", "private")
+    base_file = _at_mark(record, "baseline", "file")
+    # 200 MiB of touched anonymous memory: private grows by it, file-backed does not.
+    anon_private = _at_mark(record, "anon", "private") - base_private
+    assert anon_private == pytest.approx(SIZE, rel=0.10)
+    assert abs(_at_mark(record, "anon", "file") - base_file) < 0.10 * SIZE
+    # A 200 MiB file read through a map: file-backed grows by it, private does not.
+    freed_private = _at_mark(record, "freed", "private")
+    file_file = _at_mark(record, "file", "file") - _at_mark(record, "freed", "file")
+    assert file_file == pytest.approx(SIZE, rel=0.10)
+    assert abs(_at_mark(record, "file", "private") - freed_private) < 0.10 * SIZE
+    # RSS is the sum of both kinds at every sample; nothing was swapped.
+    s = record.samples
+    assert all(r == p + f for r, p, f in zip(s.rss, s.private, s.file, strict=True))
+    assert record.peak("private") is not None and record.peak("file") is not None
+
+
+def test_in_process_block_sees_its_own_allocation() -> None:
+    with profiled("numpy block") as prof:
+        sampling = any(t.name == "pullweights-sampler" for t in threading.enumerate())
+        data = np.ones(SIZE // 8)
+        time.sleep(0.1)
+    record = prof.record
+    start = record.samples.private[0]
+    peak = record.peak("private")
+    assert peak is not None
+    assert peak.nbytes - start == pytest.approx(SIZE, rel=0.10)
+    assert record.status.ok and record.status.exit_code is None
+    del data
+    assert sampling
+    assert not any(t.name == "pullweights-sampler" for t in threading.enumerate())
+
+
+CHILDREN = """
+import subprocess, sys
+code = "import numpy as np, time; a = np.ones({size} // 8); time.sleep(0.5)"
+procs = [subprocess.Popen([sys.executable, "-c", code]) for _ in range(2)]
+for p in procs:
+    p.wait()
+"""
+
+
+def test_descendants_are_summed() -> None:
+    record = profile_command([sys.executable, "-c", CHILDREN.format(size=SIZE)])
+    assert record.status.ok
+    assert max(record.samples.processes) == 3
+    peak = record.peak("private")
+    assert peak is not None
+    # Two grandchildren of 200 MiB each, at the same time (plus the interpreters).
+    assert peak.nbytes >= 2 * SIZE * 0.9
+
+
+def test_sampler_stops_by_itself_when_the_process_exits() -> None:
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.3)"])
+    sampler = Sampler(proc.pid).start()
+    try:
+        proc.wait(timeout=60)
+        assert sampler.finished.wait(timeout=60), "the sampler outlived the process"
+        assert sampler._thread is not None
+        sampler._thread.join(timeout=60)
+        assert not sampler.running
+        assert len(sampler.samples) >= 1
+    finally:
+        sampler.stop()
+    assert sampler._fds == {}  # every /proc file closed
+
+
+def test_no_sampler_thread_left_after_a_command() -> None:
+    profile_command([sys.executable, "-c", "pass"])
+    assert not any(t.name == "pullweights-sampler" for t in threading.enumerate())
+
+
+def test_missing_process() -> None:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait(timeout=60)
+    with pytest.raises(ProcessLookupError):
+        Sampler(proc.pid).start()
