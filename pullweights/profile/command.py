@@ -62,54 +62,61 @@ def read_events(path: str | os.PathLike[str]) -> tuple[list[Event], int]:
 class _Waiter:
     """Reaps the child; after Ctrl-C or SIGTERM escalates on a schedule.
 
-    Signal handlers only record what arrived (they never raise), and the wait polls, so
+    The signal handlers never raise: they record what arrived and start (or hurry) an
+    escalation thread, while the main thread stays blocked in ``wait4`` (no polling), so
     an interrupt at any moment between starting the child and reaping it is handled the
-    same way.
+    same way. Signals go through a pidfd, so a reaped child's pid, reused, is never hit.
     """
-
-    POLL = 0.01
 
     def __init__(self, proc: subprocess.Popen[Any], grace: float) -> None:
         self.proc = proc
         self.grace = grace
         #: The first signal that interrupted the run ("SIGINT", "SIGTERM"), or "".
         self.interrupted = ""
-        self._schedule: list[tuple[float, signal.Signals]] = []
+        self._pidfd = os.pidfd_open(proc.pid)
+        self._hurry = threading.Event()
+        self._done = threading.Event()
+        self._lock = threading.Lock()  # no signal through a closed (or reused) pidfd
 
     def on_signal(self, signum: int, frame: FrameType | None) -> None:
         sig = signal.Signals(signum)
-        now = time.monotonic()
-        if not self.interrupted:
-            self.interrupted = sig.name
-            if sig == signal.SIGTERM:
-                self._send(signal.SIGTERM)
-                self._schedule = [(now + self.grace, signal.SIGKILL)]
-            else:  # the terminal's SIGINT reached the child too: give it a moment first
-                self._schedule = [
-                    (now + FIRST_WAIT, signal.SIGINT),
-                    (now + FIRST_WAIT + self.grace, signal.SIGTERM),
-                    (now + FIRST_WAIT + 2 * self.grace, signal.SIGKILL),
-                ]
-        elif self._schedule:  # asked again: the next, harsher step now
-            _, next_sig = self._schedule.pop(0)
-            self._send(next_sig)
-            self._schedule = [(now + self.grace, s) for _, s in self._schedule]
-        else:
-            self._send(signal.SIGKILL)
+        if self.interrupted:
+            self._hurry.set()  # asked again: the next, harsher step now
+            return
+        self.interrupted = sig.name
+        if sig == signal.SIGTERM:
+            steps = [(0.0, signal.SIGTERM), (self.grace, signal.SIGKILL)]
+        else:  # the terminal's SIGINT reached the child too: give it a moment first
+            steps = [
+                (FIRST_WAIT, signal.SIGINT),
+                (self.grace, signal.SIGTERM),
+                (self.grace, signal.SIGKILL),
+            ]
+        threading.Thread(
+            target=self._escalate, args=(steps,), name="pullweights-profile-escalate", daemon=True
+        ).start()
 
-    def _send(self, sig: signal.Signals) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            self.proc.send_signal(sig)
+    def _escalate(self, steps: list[tuple[float, signal.Signals]]) -> None:
+        for delay, sig in steps:
+            if delay:
+                self._hurry.wait(delay)
+                self._hurry.clear()
+            with self._lock:
+                if self._done.is_set():
+                    return
+                with contextlib.suppress(OSError):
+                    signal.pidfd_send_signal(self._pidfd, sig)
 
     def wait(self) -> tuple[int, Any]:
         """``(wait status, rusage)`` of the child, however long it takes."""
-        while True:
-            pid, status, rusage = os.wait4(self.proc.pid, os.WNOHANG)
-            if pid:
-                return status, rusage
-            if self._schedule and time.monotonic() >= self._schedule[0][0]:
-                self._send(self._schedule.pop(0)[1])
-            time.sleep(self.POLL)
+        try:
+            _, status, rusage = os.wait4(self.proc.pid, 0)  # retried after each handler
+        finally:
+            with self._lock:
+                self._done.set()
+                os.close(self._pidfd)
+            self._hurry.set()
+        return status, rusage
 
 
 def profile_command(

@@ -1,16 +1,21 @@
 """A background sampler of a process tree's memory (Linux ``/proc``), 100 samples a second.
 
-Each sample reads ``/proc/<pid>/smaps_rollup`` of the profiled process and of every
-descendant found so far, and sums ``Rss``, ``Anonymous`` and ``Swap`` (see
-:mod:`pullweights.profile.samples` for what each column means). Descendants are found
-through ``/proc/<pid>/task/<tid>/children`` every ``rescan`` seconds, so a child that lives
-shorter than that may be missed.
+Two ways to run, same samples (:mod:`pullweights.profile.procfs` reads them):
 
-The sampler is a daemon thread of the calling process: it can never outlive it, and it
-stops on its own as soon as the profiled process has exited (its ``smaps_rollup`` reads
-empty), so it never outlives that one either. Reading ``smaps_rollup`` makes the kernel
-walk the process's page tables (~0.1 ms for 300 MiB resident, ~0.4 ms for 2 GiB, measured
-here); ``benchmarks/bench_sampler.py`` measures the rate and the overhead.
+* ``"thread"``: a daemon thread of this process. Right when the profiled process is
+  another one (``pullweights profile -- CMD``: this process only waits).
+* ``"process"``: a small standard-library-only Python process, child of this one. Right
+  when the profiled process is this one (:func:`pullweights.profile.profiled`): a
+  thread would need this process's GIL for every sample, and a GIL-bound program holds
+  it for 5 ms at a time (measured: a thread reached 13 Hz beside a pure-Python loop).
+  The sampler process is left out of the sums.
+
+Either stops on its own as soon as the profiled process has exited, and neither can
+outlive the process that started it (a thread dies with it; the sampler process stops
+at EOF of the pipe from it, which the kernel closes when it dies). Reading
+``smaps_rollup`` makes the kernel walk the page tables (~0.1 ms for 300 MiB resident,
+~0.4 ms for 2 GiB, measured here); ``benchmarks/bench_sampler.py`` measures rate and
+overhead.
 
 Example::
 
@@ -23,67 +28,24 @@ from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
+import sys
+import tempfile
 import threading
 import time
+from pathlib import Path
 from types import TracebackType
+from typing import Literal
 
+from pullweights.profile import procfs
 from pullweights.profile.samples import Samples
 
-__all__ = ["DEFAULT_INTERVAL", "Sampler", "descendants", "read_rollup"]
+__all__ = ["DEFAULT_INTERVAL", "Mode", "Sampler"]
 
 #: Seconds between samples (100 Hz).
 DEFAULT_INTERVAL = 0.01
-_KB = 1024
-
-
-def _field(data: bytes, key: bytes) -> int:
-    start = data.find(key)
-    if start < 0:
-        return 0
-    start += len(key)
-    return int(data[start : data.index(b"k", start)]) * _KB
-
-
-def read_rollup(fd: int) -> tuple[int, int, int] | None:
-    """``(rss, anonymous, swap)`` bytes from an open ``smaps_rollup`` file descriptor;
-    None when the process has exited (a zombie's or a dead process's file reads empty)."""
-    try:
-        data = os.pread(fd, 8192, 0)
-    except OSError:  # ESRCH: the process is gone
-        return None
-    if not data:
-        return None
-    return _field(data, b"\nRss:"), _field(data, b"\nAnonymous:"), _field(data, b"\nSwap:")
-
-
-def descendants(pid: int) -> set[int]:
-    """Every live descendant of ``pid`` (children of any of its threads, recursively)."""
-    found: set[int] = set()
-    stack = [pid]
-    while stack:
-        parent = stack.pop()
-        try:
-            tids = os.listdir(f"/proc/{parent}/task")
-        except OSError:
-            continue
-        for tid in tids:
-            try:
-                with open(f"/proc/{parent}/task/{tid}/children", "rb") as f:
-                    kids = [int(k) for k in f.read().split()]
-            except OSError:
-                continue
-            for kid in kids:
-                if kid not in found:
-                    found.add(kid)
-                    stack.append(kid)
-    return found
-
-
-def _open_rollup(pid: int) -> int | None:
-    try:
-        return os.open(f"/proc/{pid}/smaps_rollup", os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return None
+Mode = Literal["thread", "process"]
+_PROCFS = Path(procfs.__file__)
 
 
 class Sampler:
@@ -94,6 +56,8 @@ class Sampler:
         interval: seconds between samples (deadline-scheduled, no bursts after a stall).
         children: also sum every descendant process.
         rescan: seconds between searches for new descendants.
+        mode: ``"thread"`` or ``"process"`` (see the module docs); default: a process
+            for this process, a thread for another.
 
     Raises:
         ProcessLookupError: from :meth:`start`, when ``pid`` has no ``smaps_rollup``.
@@ -106,91 +70,120 @@ class Sampler:
         interval: float = DEFAULT_INTERVAL,
         children: bool = True,
         rescan: float = 0.05,
+        mode: Mode | None = None,
     ) -> None:
         self.pid = os.getpid() if pid is None else pid
         self.interval = interval
         self.children = children
         self.rescan = rescan
+        self.mode: Mode = mode or ("process" if self.pid == os.getpid() else "thread")
         self.samples = Samples()
-        #: Set once the profiled process has exited (or sampling stopped).
+        #: Set once sampling has ended (the profiled process exited, or :meth:`stop`).
         self.finished = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._fds: dict[int, int] = {}
+        self._reader: procfs.TreeReader | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._rows_path = ""
 
     @property
     def running(self) -> bool:
-        """True while the sampling thread is alive."""
+        """True while the sampling thread or process is alive."""
+        if self._proc is not None:
+            return self._proc.poll() is None
         return self._thread is not None and self._thread.is_alive()
 
     def start(self) -> Sampler:
-        """Take a first sample now and start the thread."""
-        fd = _open_rollup(self.pid)
-        if fd is None:
-            raise ProcessLookupError(f"no such process: {self.pid}")
-        self._fds[self.pid] = fd
-        self._sample(time.monotonic())
-        self._thread = threading.Thread(target=self._run, name="pullweights-sampler", daemon=True)
-        self._thread.start()
+        """Take a first sample now and keep sampling in the background."""
+        if self.mode == "thread":
+            self._reader = procfs.TreeReader(self.pid, children=self.children)
+            self._reader.follow_children()
+            self._append(self._reader.read(time.monotonic()))
+            self._thread = threading.Thread(
+                target=self._run, name="pullweights-sampler", daemon=True
+            )
+            self._thread.start()
+        else:
+            self._start_process()
         return self
 
-    def stop(self) -> Samples:
-        """Stop sampling (a last sample is taken if the process still lives) and close
-        every file; returns :attr:`samples`."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-        self._close()
-        return self.samples
-
-    def _close(self) -> None:
-        for fd in self._fds.values():
-            with contextlib.suppress(OSError):
-                os.close(fd)
-        self._fds.clear()
-
-    def _sample(self, now: float) -> bool:
-        """One row; False when the profiled process has exited."""
-        main = read_rollup(self._fds[self.pid])
-        if main is None:
-            return False
-        rss, anon, swap = main
-        count = 1
-        for pid, fd in list(self._fds.items()):
-            if pid == self.pid:
-                continue
-            values = read_rollup(fd)
-            if values is None:  # a descendant exited
-                os.close(self._fds.pop(pid))
-                continue
-            rss, anon, swap, count = rss + values[0], anon + values[1], swap + values[2], count + 1
-        self.samples.append(now, rss, anon, swap, count)
-        return True
-
-    def _follow_children(self) -> None:
-        for pid in descendants(self.pid) - self._fds.keys():
-            fd = _open_rollup(pid)
-            if fd is not None:
-                self._fds[pid] = fd
+    def _append(self, row: procfs.Row | None) -> None:
+        if row is not None:
+            self.samples.append(*row)
 
     def _run(self) -> None:
-        deadline = time.monotonic()
-        next_rescan = deadline
+        assert self._reader is not None
         try:
-            while True:
-                deadline += self.interval
-                delay = deadline - time.monotonic()
-                if delay < 0:  # fell behind (a stalled machine): restart the schedule
-                    deadline, delay = time.monotonic(), 0.0
-                stopping = self._stop.wait(delay)
-                now = time.monotonic()
-                if self.children and now >= next_rescan:
-                    self._follow_children()
-                    next_rescan = now + self.rescan
-                if not self._sample(now) or stopping:
-                    return
+            procfs.sample_loop(
+                self._reader, self.interval, self.rescan, self._append, self._stop.wait
+            )
         finally:
             self.finished.set()
+
+    def _start_process(self) -> None:
+        fd, self._rows_path = tempfile.mkstemp(prefix="pullweights-samples-")
+        os.close(fd)
+        argv = [
+            sys.executable, "-I", str(_PROCFS), "--pid", str(self.pid),
+            "--interval", str(self.interval), "--rescan", str(self.rescan),
+            "--out", self._rows_path,
+        ]  # fmt: skip
+        if not self.children:
+            argv.append("--no-children")
+        self._proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        assert self._proc.stdout is not None
+        ready = self._proc.stdout.read(1)  # after the first sample (or an exit)
+        if not ready:
+            code = self._proc.wait()
+            self._cleanup_process()
+            if code == 3:
+                raise ProcessLookupError(f"no such process: {self.pid}")
+            raise RuntimeError(f"the sampler process failed (exit status {code})")
+        watcher = threading.Thread(target=self._watch, name="pullweights-sampler", daemon=True)
+        watcher.start()
+        self._thread = watcher
+
+    def _watch(self) -> None:
+        assert self._proc is not None
+        self._proc.wait()
+        self.finished.set()
+
+    def _cleanup_process(self) -> None:
+        if self._proc is not None:
+            for pipe in (self._proc.stdin, self._proc.stdout):
+                if pipe is not None:
+                    with contextlib.suppress(OSError):
+                        pipe.close()
+        if self._rows_path:
+            with contextlib.suppress(OSError):
+                data = Path(self._rows_path).read_bytes()
+                usable = len(data) - len(data) % procfs.ROW.size
+                for row in procfs.ROW.iter_unpack(data[:usable]):
+                    self._append(row)
+            with contextlib.suppress(OSError):
+                os.unlink(self._rows_path)
+            self._rows_path = ""
+
+    def stop(self) -> Samples:
+        """Stop sampling (a last sample is taken if the process still lives), release
+        every file and process; returns :attr:`samples`."""
+        self._stop.set()
+        if self._proc is not None:
+            assert self._proc.stdin is not None
+            with contextlib.suppress(OSError):
+                self._proc.stdin.close()  # EOF: the sampler takes a last sample and exits
+            try:
+                self._proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+            self._cleanup_process()
+        if self._thread is not None:
+            self._thread.join()
+        if self._reader is not None:
+            self._reader.close()
+        self.finished.set()
+        return self.samples
 
     def __enter__(self) -> Sampler:
         return self.start()

@@ -127,7 +127,7 @@ def test_sampler_stops_by_itself_when_the_process_exits() -> None:
         assert len(sampler.samples) >= 1
     finally:
         sampler.stop()
-    assert sampler._fds == {}  # every /proc file closed
+    assert sampler._reader is not None and sampler._reader.fds == {}  # every file closed
 
 
 def test_no_sampler_thread_left_after_a_command() -> None:
@@ -140,3 +140,55 @@ def test_missing_process() -> None:
     proc.wait(timeout=60)
     with pytest.raises(ProcessLookupError):
         Sampler(proc.pid).start()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ")[-1][0] != "Z"
+    except OSError:
+        return False
+
+
+def test_in_process_sampler_is_a_process_left_out_of_the_sums() -> None:
+    with profiled() as prof:
+        assert prof._sampler is not None and prof._sampler.mode == "process"
+        proc = prof._sampler._proc
+        assert proc is not None and _alive(proc.pid)
+        time.sleep(0.05)
+    assert not _alive(proc.pid)
+    assert set(prof.record.samples.processes) == {1}  # this process only
+
+
+DIES_INSIDE = """
+import os, sys, time
+from pullweights.profile import profiled
+with profiled() as prof:
+    print(prof._sampler._proc.pid, flush=True)
+    time.sleep(0.1)
+    os._exit(0)  # no cleanup at all: the sampler must notice by itself
+"""
+
+
+def test_sampler_process_never_outlives_the_profiled_process() -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", DIES_INSIDE], capture_output=True, text=True, timeout=120
+    )
+    sampler_pid = int(out.stdout.split()[0])
+    for _ in range(3000):  # a hang guard, not a timing: it must end, however slowly
+        if not _alive(sampler_pid):
+            break
+        time.sleep(0.01)
+    assert not _alive(sampler_pid)
+
+
+def test_thread_and_process_modes_agree() -> None:
+    data = np.ones(SIZE // 8)
+    try:
+        for mode in ("thread", "process"):
+            with Sampler(mode=mode) as sampler:  # type: ignore[arg-type]
+                time.sleep(0.05)
+            assert len(sampler.samples) >= 2
+            assert min(sampler.samples.private) >= SIZE
+    finally:
+        del data

@@ -1,0 +1,204 @@
+"""Reading a process tree's memory from ``/proc``, and the sampling loop.
+
+Standard library only, on purpose: :class:`~pullweights.profile.sampler.Sampler` also
+runs this file as its own small process (``python -I procfs.py ...``, see :func:`main`)
+so that sampling a GIL-bound program from inside needs no GIL of that program.
+
+Per sample, ``/proc/<pid>/smaps_rollup`` of the profiled process and of every descendant
+found so far is read (kept open and re-read with ``pread``, so a reused pid is never
+confused with the one profiled) and ``Rss``, ``Anonymous`` and ``Swap`` are summed.
+Descendants are found through ``/proc/<pid>/task/<tid>/children`` every ``rescan``
+seconds, so a child that lives shorter than that may be missed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import select
+import struct
+import sys
+import time
+from collections.abc import Callable
+
+__all__ = ["ROW", "Row", "TreeReader", "descendants", "main", "read_rollup", "sample_loop"]
+
+#: One sample as written by the sampler process: time, rss, anonymous, swap, processes.
+ROW = struct.Struct("<dqqqq")
+Row = tuple[float, int, int, int, int]
+_KB = 1024
+
+
+def _field(data: bytes, key: bytes) -> int:
+    start = data.find(key)
+    if start < 0:
+        return 0
+    start += len(key)
+    return int(data[start : data.index(b"k", start)]) * _KB
+
+
+def read_rollup(fd: int) -> tuple[int, int, int] | None:
+    """``(rss, anonymous, swap)`` bytes from an open ``smaps_rollup`` file descriptor;
+    None when the process has exited (a zombie's or a dead process's file reads empty)."""
+    try:
+        data = os.pread(fd, 8192, 0)
+    except OSError:  # ESRCH: the process is gone
+        return None
+    if not data:
+        return None
+    return _field(data, b"\nRss:"), _field(data, b"\nAnonymous:"), _field(data, b"\nSwap:")
+
+
+def descendants(pid: int) -> set[int]:
+    """Every live descendant of ``pid`` (children of any of its threads, recursively)."""
+    found: set[int] = set()
+    stack = [pid]
+    while stack:
+        parent = stack.pop()
+        try:
+            tids = os.listdir(f"/proc/{parent}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                with open(f"/proc/{parent}/task/{tid}/children", "rb") as f:
+                    kids = [int(k) for k in f.read().split()]
+            except OSError:
+                continue
+            for kid in kids:
+                if kid not in found:
+                    found.add(kid)
+                    stack.append(kid)
+    return found
+
+
+def _open_rollup(pid: int) -> int | None:
+    try:
+        return os.open(f"/proc/{pid}/smaps_rollup", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+
+
+class TreeReader:
+    """Sums the memory of ``pid`` and (with ``children``) its descendants, minus
+    ``exclude`` (the sampler process itself, when it is one of them).
+
+    Raises:
+        ProcessLookupError: ``pid`` has no ``smaps_rollup``.
+    """
+
+    def __init__(self, pid: int, *, children: bool = True, exclude: frozenset[int] = frozenset()):
+        fd = _open_rollup(pid)
+        if fd is None:
+            raise ProcessLookupError(f"no such process: {pid}")
+        self.pid = pid
+        self.children = children
+        self.exclude = exclude
+        self.fds = {pid: fd}
+
+    def follow_children(self) -> None:
+        """Start following descendants that appeared since the last call."""
+        if not self.children:
+            return
+        for pid in descendants(self.pid) - self.fds.keys() - self.exclude:
+            fd = _open_rollup(pid)
+            if fd is not None:
+                self.fds[pid] = fd
+
+    def read(self, now: float) -> Row | None:
+        """One row at time ``now``; None once the profiled process has exited."""
+        main_values = read_rollup(self.fds[self.pid])
+        if main_values is None:
+            return None
+        rss, anon, swap = main_values
+        count = 1
+        for pid, fd in list(self.fds.items()):
+            if pid == self.pid:
+                continue
+            values = read_rollup(fd)
+            if values is None:  # a descendant exited
+                os.close(self.fds.pop(pid))
+                continue
+            rss, anon, swap, count = rss + values[0], anon + values[1], swap + values[2], count + 1
+        return now, rss, anon, swap, count
+
+    def close(self) -> None:
+        for fd in self.fds.values():
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self.fds.clear()
+
+
+def sample_loop(
+    reader: TreeReader,
+    interval: float,
+    rescan: float,
+    emit: Callable[[Row], object],
+    wait: Callable[[float], bool],
+) -> None:
+    """Sample every ``interval`` seconds (deadline-scheduled, no bursts after a stall)
+    until the process exits or ``wait(delay)`` returns True (after one last sample)."""
+    deadline = time.monotonic()
+    next_rescan = deadline
+    while True:
+        deadline += interval
+        delay = deadline - time.monotonic()
+        if delay < 0:  # fell behind (a stalled machine): restart the schedule
+            deadline, delay = time.monotonic(), 0.0
+        stopping = wait(delay)
+        now = time.monotonic()
+        if now >= next_rescan:
+            reader.follow_children()
+            next_rescan = now + rescan
+        row = reader.read(now)
+        if row is None:
+            return
+        emit(row)
+        if stopping:
+            return
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The sampler process: rows go to ``--out``; one byte on stdout once the first row
+    is written; it stops at EOF on stdin (its parent closed the pipe or died) or when
+    the profiled process exits."""
+    parser = argparse.ArgumentParser(prog="procfs.py")
+    parser.add_argument("--pid", type=int, required=True)
+    parser.add_argument("--interval", type=float, required=True)
+    parser.add_argument("--rescan", type=float, required=True)
+    parser.add_argument("--no-children", action="store_true")
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args(argv)
+    try:
+        reader = TreeReader(
+            args.pid, children=not args.no_children, exclude=frozenset({os.getpid()})
+        )
+    except ProcessLookupError:
+        return 3
+    out = os.open(args.out, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+    stdin = sys.stdin.fileno()
+
+    def emit(row: Row) -> None:
+        os.write(out, ROW.pack(*row))
+
+    def wait(delay: float) -> bool:
+        readable, _, _ = select.select([stdin], [], [], delay)
+        return bool(readable)  # EOF (or anything) on stdin: stop
+
+    try:
+        reader.follow_children()
+        first = reader.read(time.monotonic())
+        if first is not None:
+            emit(first)
+        os.write(sys.stdout.fileno(), b"r")
+        if first is not None:
+            sample_loop(reader, args.interval, args.rescan, emit, wait)
+    finally:
+        reader.close()
+        os.close(out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
