@@ -2,7 +2,8 @@
 per scenario (the order rotates each round so machine noise spreads evenly), each
 profiled from outside by :func:`pullweights.profile.profile_command`.
 
-Per run: time to ready (the ``ready`` mark) and to the first token (``first-token``),
+Per run: time to ready (the last ``ready`` mark before the first token: a pullweights
+run marks its graph ready, then its model) and to the first token (``first-token``),
 both in seconds from the moment the process was started (interpreter start and imports
 included), and the peaks of private memory and RSS over the whole process.
 """
@@ -129,16 +130,16 @@ def _model_parts(model: list[str]) -> list[Path]:
 def _export(gguf: Path, out: Path, external: bool, context: int) -> str:
     """Export for an onnxruntime scenario; returns why it cannot run ("" when it can)."""
     code = (
-        "import sys; from pullweights.export import export_model; "
-        "export_model(sys.argv[1], sys.argv[2], external_data=sys.argv[3] == '1', "
-        "context_length=int(sys.argv[4]))"
+        "import asyncio, sys; from pullweights.export import export_model; "
+        "asyncio.run(export_model(sys.argv[1], sys.argv[2], external_data=sys.argv[3] == '1', "
+        "context_length=int(sys.argv[4])))"
     )
     done = subprocess.run(
         [sys.executable, "-c", code, str(gguf), str(out), "1" if external else "0", str(context)],
         capture_output=True,
         text=True,
     )
-    if done.returncode != 0:
+    if done.returncode != 0 or not out.exists():
         lines = done.stderr.strip().splitlines()
         return f"export failed: {lines[-1] if lines else done.returncode}"
     return ""
@@ -201,8 +202,10 @@ def _measure(scenario: sc.Scenario, rnd: int, work: Path) -> RunResult:
             tail = err.read().strip().splitlines()[-1:]
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
-    ready = record.mark_time(Phase.READY)
     first = record.mark_time(Phase.FIRST_TOKEN)
+    # The last "ready" before the first token: the model's, after the graph's own.
+    readies = [m.time - record.origin for m in record.marks if m.phase == Phase.READY]
+    ready = max((t for t in readies if first is None or t <= first), default=None)
     ok = record.status.ok and ready is not None and first is not None
     private, rss = record.peak("private"), record.peak("rss")
     status = record.status.describe() + (f": {tail[0]}" if tail and not ok else "")

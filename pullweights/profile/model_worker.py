@@ -3,10 +3,11 @@ scenarios: load a GGUF LLM, then greedily generate a few tokens of a prompt.
 
 ``python -m pullweights.profile.model_worker MODEL... (--prompt TEXT | --prompt-ids 1,2,3)``
 
-It marks what a profile of a model is about with :mod:`pullweights.events` (the loader's
-own fetch / transform / cache-write / compile events come on top): a ``load`` span
-around :func:`loaders.load_model`, ``ready`` when it returns, a ``generate`` span around
-the generation and ``first-token`` when the first token is known. The generated text
+On top of the runtime's own events (``load``, fetch / transform / cache-write, compile,
+save, ``ready`` once the graph compiled) it marks ``ready`` again when
+:func:`loaders.load_model` has returned (tokenizer built, warm-up step run), a
+``generate`` span around the generation and ``first-token`` when the first token is
+known. The generated text
 goes to stdout; a pullweights error is one line on stderr and exit status 1.
 """
 
@@ -54,16 +55,15 @@ def worker_command(
 
 async def _run(args: argparse.Namespace) -> None:
     from loaders import SamplingParams, encode_prompt, generate_tokens, load_model
-    from pullweights.context import create_context
+    from pullweights import create_context
 
     model: str | list[str] = args.model if len(args.model) > 1 else args.model[0]
     label = " ".join(args.model)
     cache_dir: Any = None if args.cache_dir == "none" else args.cache_dir
-    with events.span(Phase.LOAD, label):
-        llm = await load_model(
-            model, context=create_context(cache_dir=cache_dir), context_length=args.context
-        )
-    events.mark(Phase.READY, label)
+    llm = await load_model(
+        model, context=create_context(cache_dir=cache_dir), context_length=args.context
+    )
+    events.mark(Phase.READY, label)  # the model can generate (the graph was ready earlier)
     if args.prompt_ids is not None:
         ids = [int(t) for t in args.prompt_ids.split(",") if t.strip()]
     else:

@@ -1,0 +1,202 @@
+"""Export the graph pullweights builds for a GGUF LLM as a standard ONNX model.
+
+The decoder graph is built exactly as :func:`loaders.load_model` builds it (one stage),
+its weights are pulled and transformed as for a load (quant blocks repacked for
+``MatMulNBits``), and every weight — the initializers onnxruntime prepacks and the
+weights pullweights binds as inputs at run time — becomes an ordinary initializer:
+embedded in the .onnx, or as ONNX external data in one file next to it
+(``OUT.onnx.data``, tensors of 1 KiB or more, 64-byte aligned). Plain onnxruntime loads
+the result; it needs the ``com.microsoft`` contrib ops (``MatMulNBits``,
+``GroupQueryAttention``...).
+
+The model's inputs are those of :class:`loaders.blocks.DecoderInputs`: ``input_ids``
+``int64[tokens]``, ``logits_index`` ``int64[n]`` (positions whose logits are wanted),
+``seqlens_k`` ``int32[1]`` (total length - 1), ``total_sequence_length`` ``int32[]``,
+and ``past_key.L`` / ``past_value.L`` ``float32[1, kv_heads, context, head_dim]`` per
+layer; outputs ``logits`` and ``present_key.L`` / ``present_value.L``.
+
+Example::
+
+    await export_model("gemma3-270m", "gemma3.onnx", external_data=True)
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, cast
+
+import numpy as np
+import onnx
+from onnx import TensorProto
+
+from pullweights.errors import UnsupportedError
+from pullweights.gguf.reader import GGUFFile, ModelSpec, open_gguf
+from pullweights.graph.lowering import LoweredGraph, LoweredStage
+from pullweights.runtime import WeightPuller, create_context
+
+__all__ = ["EMBED_LIMIT", "export_model"]
+
+#: The protobuf limit: an .onnx with embedded weights must stay below it.
+EMBED_LIMIT = 2**31 - 2**24
+#: Tensors smaller than this stay inside the .onnx with ``external_data``.
+EXTERNAL_THRESHOLD = 1024
+_ALIGN = 64
+
+
+class _Captured(Exception):
+    def __init__(self, lowered: LoweredGraph) -> None:
+        self.lowered = lowered
+
+
+class _CaptureContext:
+    """A builder context that, asked to compile, hands the lowered graph back instead.
+
+    ``loaders.build_model`` builds the graph and calls ``context.compile``; raising here
+    returns the lowered graph before any weight is pulled or session created.
+    """
+
+    cache = None
+
+    async def compile(self, lowered: LoweredGraph, **kwargs: Any) -> Any:
+        raise _Captured(lowered)
+
+
+async def _lowered(
+    gguf: GGUFFile, context_length: int | None, accuracy_level: int | None
+) -> LoweredGraph:
+    from loaders import architecture_for
+    from loaders.model import build_model
+
+    try:
+        await build_model(
+            gguf,
+            architecture_for(gguf.architecture),
+            context=cast(Any, _CaptureContext()),
+            context_length=context_length,
+            accuracy_level=accuracy_level,
+            stages=1,
+        )
+    except _Captured as captured:
+        return captured.lowered
+    raise AssertionError("build_model did not compile")  # pragma: no cover
+
+
+def _tensor(name: str, array: np.ndarray, data_type: int) -> TensorProto:
+    tensor = TensorProto()
+    tensor.name = name
+    tensor.data_type = data_type
+    tensor.dims.extend(array.shape)
+    return tensor
+
+
+def _weights(
+    stage: LoweredStage, loaded: Mapping[str, np.ndarray]
+) -> dict[str, tuple[np.ndarray, int]]:
+    """Every weight and large constant of the stage as (array, ONNX data type), by the
+    name the graph reads it under."""
+    graph = stage.model.graph
+    types = {t.name: t.data_type for t in graph.initializer}
+    types.update({i.name: i.type.tensor_type.elem_type for i in graph.input})
+    out: dict[str, tuple[np.ndarray, int]] = {}
+    for name, array in stage.initializer_arrays({**loaded, **stage.large_constants}).items():
+        out[name] = (array, types[name])
+    for name in stage.bound_weights:
+        out[name] = (loaded[name], types[name])
+    for name, array in stage.bound_constants.items():
+        out[name] = (array, types[name])
+    return out
+
+
+def _write(
+    stage: LoweredStage, weights: Mapping[str, tuple[np.ndarray, int]], out: Path, external: bool
+) -> list[Path]:
+    model = stage.model
+    graph = model.graph
+    keep = [t for t in graph.initializer if t.name not in weights]
+    inputs = [i for i in graph.input if i.name not in weights]
+    del graph.initializer[:]
+    del graph.input[:]
+    graph.input.extend(inputs)
+    graph.initializer.extend(keep)
+    written = [out]
+    data_path = out.with_name(out.name + ".data")
+    total = sum(a.nbytes for a, _ in weights.values())
+    if not external and total > EMBED_LIMIT:
+        raise UnsupportedError(
+            f"export: {total / 2**30:.1f} GiB of weights do not fit inside one .onnx "
+            "(protobuf limit 2 GiB); use --external-data"
+        )
+    sink = open(data_path, "wb") if external else None  # noqa: SIM115
+    try:
+        offset = 0
+        for name, (array, data_type) in weights.items():
+            tensor = _tensor(name, array, data_type)
+            data = np.ascontiguousarray(array)
+            if sink is not None and data.nbytes >= EXTERNAL_THRESHOLD:
+                pad = -offset % _ALIGN
+                sink.write(b"\0" * pad)
+                offset += pad
+                sink.write(memoryview(data.reshape(-1).view(np.uint8)))
+                tensor.data_location = TensorProto.EXTERNAL
+                for key, value in (
+                    ("location", data_path.name),
+                    ("offset", str(offset)),
+                    ("length", str(data.nbytes)),
+                ):
+                    entry = tensor.external_data.add()
+                    entry.key, entry.value = key, value
+                offset += data.nbytes
+            else:
+                tensor.raw_data = data.tobytes()
+            graph.initializer.append(tensor)
+    finally:
+        if sink is not None:
+            sink.close()
+            written.append(data_path)
+    onnx.save_model(model, str(out))
+    return written
+
+
+async def export_model(
+    model: ModelSpec,
+    out: str | os.PathLike[str],
+    *,
+    external_data: bool = False,
+    context_length: int | None = None,
+    accuracy_level: int | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> list[Path]:
+    """Write ``model``'s decoder graph with its transformed weights as an ONNX model.
+
+    Args:
+        model: a GGUF path, part paths, an installed model name or a URL.
+        out: the .onnx file to write.
+        external_data: weights in ``OUT.data`` instead of inside the .onnx.
+        context_length: positions of the KV cache inputs (default as ``load_model``).
+        accuracy_level: ``MatMulNBits`` accuracy level (default 4).
+        cache_dir: a weight cache to take transformed weights from and put them in
+            (default: none; transformed weights are held in memory while writing).
+
+    Returns:
+        The files written (the .onnx, and the data file with ``external_data``).
+
+    Raises:
+        UnsupportedError: embedded weights over the 2 GiB protobuf limit, or a model
+            pullweights does not handle; SourceError, FormatError: see ``load_model``.
+    """
+    context = create_context(cache_dir=cache_dir)
+    async with await open_gguf(model) as gguf:
+        (stage,) = (await _lowered(gguf, context_length, accuracy_level)).stages
+        puller = WeightPuller(context.cache)
+        try:
+            loaded = await puller.pull({**stage.initializer_weights, **stage.bound_weights})
+        finally:
+            await puller.aclose()
+        stage.model.doc_string = (
+            f"pullweights export of a {gguf.architecture} GGUF model: inputs input_ids, "
+            "logits_index, seqlens_k, total_sequence_length, past_key.L/past_value.L; "
+            "outputs logits, present_key.L/present_value.L"
+        )
+        return _write(stage, _weights(stage, loaded), Path(out), external_data)
