@@ -1,5 +1,8 @@
 """A background sampler of a process tree's memory (Linux ``/proc``), 100 samples a second.
 
+What is read, and why ``/proc/<pid>/status`` rather than ``smaps_rollup``, is in
+:mod:`pullweights.profile.procfs`.
+
 Two ways to run, same samples (:mod:`pullweights.profile.procfs` reads them):
 
 * ``"thread"``: a daemon thread of this process. Right when the profiled process is
@@ -12,10 +15,8 @@ Two ways to run, same samples (:mod:`pullweights.profile.procfs` reads them):
 
 Either stops on its own as soon as the profiled process has exited, and neither can
 outlive the process that started it (a thread dies with it; the sampler process stops
-at EOF of the pipe from it, which the kernel closes when it dies). Reading
-``smaps_rollup`` makes the kernel walk the page tables (~0.1 ms for 300 MiB resident,
-~0.4 ms for 2 GiB, measured here); ``benchmarks/bench_sampler.py`` measures rate and
-overhead.
+at EOF of the pipe from it, which the kernel closes when it dies).
+``benchmarks/bench_sampler.py`` measures the rate and the overhead.
 
 Example::
 
@@ -58,9 +59,11 @@ class Sampler:
         rescan: seconds between searches for new descendants.
         mode: ``"thread"`` or ``"process"`` (see the module docs); default: a process
             for this process, a thread for another.
+        source: ``"status"`` (the kernel's counters, cheap) or ``"smaps_rollup"`` (see
+            :mod:`pullweights.profile.procfs`).
 
     Raises:
-        ProcessLookupError: from :meth:`start`, when ``pid`` has no ``smaps_rollup``.
+        ProcessLookupError: from :meth:`start`, when ``pid`` does not exist.
     """
 
     def __init__(
@@ -71,7 +74,9 @@ class Sampler:
         children: bool = True,
         rescan: float = 0.05,
         mode: Mode | None = None,
+        source: procfs.Source = "status",
     ) -> None:
+        self.source: procfs.Source = source
         self.pid = os.getpid() if pid is None else pid
         self.interval = interval
         self.children = children
@@ -96,7 +101,7 @@ class Sampler:
     def start(self) -> Sampler:
         """Take a first sample now and keep sampling in the background."""
         if self.mode == "thread":
-            self._reader = procfs.TreeReader(self.pid, children=self.children)
+            self._reader = procfs.TreeReader(self.pid, children=self.children, source=self.source)
             self._reader.follow_children()
             self._append(self._reader.read(time.monotonic()))
             self._thread = threading.Thread(
@@ -126,7 +131,7 @@ class Sampler:
         argv = [
             sys.executable, "-I", str(_PROCFS), "--pid", str(self.pid),
             "--interval", str(self.interval), "--rescan", str(self.rescan),
-            "--out", self._rows_path,
+            "--out", self._rows_path, "--source", self.source,
         ]  # fmt: skip
         if not self.children:
             argv.append("--no-children")

@@ -3,15 +3,17 @@
 A :class:`Samples` table holds, per sample, the time (``time.monotonic()`` seconds) and
 the bytes of four kinds of memory summed over the profiled process and its descendants:
 
-========== =============================================================================
-column     from ``/proc/<pid>/smaps_rollup``
-========== =============================================================================
-``rss``    ``Rss``: every resident page (what ``top`` shows)
-``private`` ``Anonymous``: anonymous pages, which only swap can free (heap, copies)
-``file``   ``Rss - Anonymous``: file-backed and shared-memory pages (clean ones the
-           kernel can drop at any time: a memory-mapped weight counts here)
-``swap``   ``Swap``: anonymous pages pushed out to swap
-========== =============================================================================
+=========== ============================================================================
+column      from ``/proc/<pid>/status`` (the same as in ``smaps_rollup``)
+=========== ============================================================================
+``rss``     ``VmRSS`` (``Rss``): every resident page (what ``top`` shows)
+``private`` ``RssAnon`` (``Anonymous``): anonymous pages, which only swap can free
+            (heap, copies)
+``file``    ``rss - private`` (``RssFile + RssShmem``): file-backed and shared-memory
+            pages (clean ones the kernel can drop at any time: a memory-mapped weight
+            counts here)
+``swap``    ``VmSwap`` (``Swap``): anonymous pages pushed out to swap
+=========== ============================================================================
 
 ``processes`` counts the processes summed into the row.
 """

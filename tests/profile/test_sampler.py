@@ -192,3 +192,17 @@ def test_thread_and_process_modes_agree() -> None:
             assert min(sampler.samples.private) >= SIZE
     finally:
         del data
+
+
+def test_status_and_smaps_rollup_agree() -> None:
+    data = np.ones(SIZE // 8)
+    try:
+        rows = {}
+        for source in ("status", "smaps_rollup"):
+            with Sampler(mode="thread", source=source) as sampler:  # type: ignore[arg-type]
+                pass
+            rows[source] = (sampler.samples.private[-1], sampler.samples.rss[-1])
+        (p1, r1), (p2, r2) = rows.values()
+        assert abs(p1 - p2) < 0.02 * SIZE and abs(r1 - r2) < 0.02 * SIZE
+    finally:
+        del data
