@@ -28,6 +28,8 @@ __all__ = ["INSTALL_HINT", "draw_memory", "plot_record", "require_matplotlib"]
 INSTALL_HINT = 'pip install -e ".[plot]"'
 COLORS = {"rss": "tab:blue", "private": "tab:red", "file": "tab:green", "swap": "tab:purple"}
 LABELS = {"rss": "RSS", "private": "private", "file": "file-backed", "swap": "swap"}
+#: Phases drawn only as lanes, never shaded over the memory lines (too many spans).
+_LANE_ONLY = frozenset({*WEIGHT_PHASES, Phase.COMPILE, Phase.SAVE})
 _PHASE_COLORS = {
     Phase.LOAD: "#cccccc",
     Phase.HEADER: "#ffd27f",
@@ -57,6 +59,10 @@ def require_matplotlib() -> Any:
     return Figure
 
 
+def _mark_label(phase: str, name: str) -> str:
+    return f"{phase} ({name})" if name and len(name) <= 24 else phase
+
+
 def draw_memory(ax: Any, record: ProfileRecord, *, kinds: tuple[str, ...] = KINDS) -> None:
     """Draw the memory lines of ``record`` (MiB vs seconds) and its marks on ``ax``."""
     samples = record.samples
@@ -68,20 +74,21 @@ def draw_memory(ax: Any, record: ProfileRecord, *, kinds: tuple[str, ...] = KIND
         ax.plot(times, [v / 2**20 for v in values], color=COLORS[kind], label=LABELS[kind], lw=1.3)
     seen: set[str] = set()
     for mark in record.marks:
-        if str(mark.phase) in seen:
+        label = _mark_label(str(mark.phase), mark.name)
+        if label in seen:
             continue
-        seen.add(str(mark.phase))
+        seen.add(label)
         t = mark.time - record.origin
         ax.axvline(t, color="black", ls="--", lw=0.8)
         ax.text(
             t,
-            1.0,
-            f" {mark.phase}",
+            0.02,
+            f" {label}",
             transform=ax.get_xaxis_transform(),
             rotation=90,
-            va="top",
+            va="bottom",
             ha="right",
-            fontsize=8,
+            fontsize=7,
         )
     ax.set_ylabel("MiB")
     ax.set_ylim(bottom=0)
@@ -89,44 +96,52 @@ def draw_memory(ax: Any, record: ProfileRecord, *, kinds: tuple[str, ...] = KIND
 
 
 def _shade_phases(ax: Any, record: ProfileRecord) -> None:
-    """Shade each long phase (not the per-weight ones) and label it above the plot."""
+    """Shade the whole-run phases (load, header, tokenizer, prefill, generate); the
+    per-weight and per-stage ones are in the lanes below. Labels only where they fit."""
+    width = max(record.duration, 1e-9)
     for summary in record.phases:
         phase = Phase(summary.phase)
-        if phase in WEIGHT_PHASES or summary.end <= summary.start:
+        if phase in _LANE_ONLY or summary.end <= summary.start:
             continue
         ax.axvspan(
             summary.start, summary.end, color=_PHASE_COLORS.get(phase, "#dddddd"), alpha=0.25, lw=0
         )
-        ax.text(
-            (summary.start + summary.end) / 2,
-            0.98,
-            summary.label,
-            transform=ax.get_xaxis_transform(),
-            ha="center",
-            va="top",
-            fontsize=7,
-            color="#444444",
-        )
+        if (summary.end - summary.start) / width >= 0.06:
+            ax.text(
+                (summary.start + summary.end) / 2,
+                0.98,
+                summary.label,
+                transform=ax.get_xaxis_transform(),
+                ha="center",
+                va="top",
+                fontsize=8,
+                color="#444444",
+            )
 
 
 def _annotate_peaks(ax: Any, record: ProfileRecord) -> None:
-    for kind, dy in (("private", 0.10), ("rss", 0.22)):
+    for kind, dy in (("private", -28), ("rss", 14)):
         peak = record.peak(kind)  # type: ignore[arg-type]
         if peak is None or peak.nbytes <= 0:
             continue
         text = f"peak {LABELS[kind]} {mib(peak.nbytes)} at {peak.time:.2f} s"
         if peak.phases:
-            text += f"\n{', '.join(peak.phases)}"
+            text += f" ({', '.join(peak.phases)})"
         if peak.weights:
-            text += f"; {len(peak.weights)} weights in flight ({mib(peak.weights_nbytes)})"
+            n = len(peak.weights)
+            text += f"\n{n} weight{'s' if n != 1 else ''} in flight, {mib(peak.weights_nbytes)}"
+        y = peak.nbytes / 2**20
+        ax.plot([peak.time], [y], "o", color=COLORS[kind], ms=4)
+        left = peak.time > record.duration / 2
         ax.annotate(
             text,
-            xy=(peak.time, peak.nbytes / 2**20),
-            xytext=(0.02, 1.0 - dy - 0.2),
-            textcoords="axes fraction",
+            xy=(peak.time, y),
+            xytext=(-12 if left else 12, dy),
+            textcoords="offset points",
+            ha="right" if left else "left",
             fontsize=8,
             color=COLORS[kind],
-            arrowprops={"arrowstyle": "->", "color": COLORS[kind], "lw": 0.8},
+            arrowprops={"arrowstyle": "-", "color": COLORS[kind], "lw": 0.6},
         )
 
 
@@ -162,7 +177,7 @@ def plot_record(record: ProfileRecord, path: str | os.PathLike[str]) -> Path:
     _shade_phases(ax, record)
     draw_memory(ax, record)
     _annotate_peaks(ax, record)
-    ax.legend(loc="upper right", fontsize=8)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
     ax.set_title(f"{record.target} — {record.status.describe()}", fontsize=10)
     if lane_ax is not None:
         _draw_lanes(lane_ax, record)
