@@ -3,9 +3,10 @@
 Each workload is timed with and without the sampler, in interleaved pairs (the order
 alternates) so machine noise hits both alike; reported are medians, the overhead as
 ``median(with) / median(without) - 1`` and the median of the per-pair ratios, and the
-sampling rate reached while the workload ran. Every workload holds ``--resident-mib``
-of touched memory, since reading ``smaps_rollup`` costs the kernel a page-table walk that
-grows with the resident size.
+sampling rate reached while the workload ran, and the CPU time the sampler itself used
+(its process, or this process while it samples a child) per second profiled — a figure
+that other load on the machine does not blur, unlike the timings. Every workload holds
+``--resident-mib`` of touched memory.
 
 * ``python-loop``: a pure-Python loop in this process, the sampler a thread of it
   (``pullweights.profile.profiled``): the GIL and one core are shared;
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -89,21 +91,29 @@ print(python_loop({iterations}))
 """
 
 
-def _child(iterations: int, resident: int, profiled: bool) -> tuple[float, float]:
-    """(seconds the child's loop took, sampling rate) for one child run."""
+def _cpu(who: int) -> float:
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _child(iterations: int, resident: int, profiled: bool) -> tuple[float, float, float]:
+    """(seconds the child's loop took, sampling rate, CPU seconds of this process while
+    it sampled the child) for one child run."""
     from pullweights.profile import profile_command
 
     argv = [sys.executable, "-c", CHILD.format(resident=resident, iterations=iterations)]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)}
     if not profiled:
         out = subprocess.run(argv, capture_output=True, text=True, check=True, env=env)
-        return float(out.stdout.split()[-1]), 0.0
+        return float(out.stdout.split()[-1]), 0.0, 0.0
     with tempfile.TemporaryDirectory(prefix="bench-sampler-") as tmp:
         path = Path(tmp, "stdout")
         with open(path, "w") as sink:
+            before = _cpu(resource.RUSAGE_SELF)
             record = profile_command(argv, env=env, stdout=sink)
+            cpu = _cpu(resource.RUSAGE_SELF) - before
         seconds = float(path.read_text().split()[-1])
-    return seconds, record.samples.rate_hz()
+    return seconds, record.samples.rate_hz(), cpu / record.duration
 
 
 def measure(name: str, run: Callable[[bool], tuple[float, float]], repeats: int) -> dict[str, Any]:
@@ -111,12 +121,14 @@ def measure(name: str, run: Callable[[bool], tuple[float, float]], repeats: int)
     plain: list[float] = []
     sampled: list[float] = []
     rates: list[float] = []
+    cpu: list[float] = []
     for rep in range(repeats):
         for with_sampler in (False, True) if rep % 2 == 0 else (True, False):
-            seconds, rate = run(with_sampler)
+            seconds, rate, cpu_fraction = run(with_sampler)
             (sampled if with_sampler else plain).append(seconds)
             if with_sampler:
                 rates.append(rate)
+                cpu.append(cpu_fraction)
     ratios = [s / p for s, p in zip(sampled, plain, strict=True)]
     result = {
         "workload": name,
@@ -127,13 +139,13 @@ def measure(name: str, run: Callable[[bool], tuple[float, float]], repeats: int)
         "median_pair_overhead": statistics.median(ratios) - 1,
         "rate_hz_median": statistics.median(rates),
         "rate_hz_min": min(rates),
+        "sampler_cpu_fraction": statistics.median(cpu),
         "without_s": plain,
         "with_s": sampled,
     }
     print(
         f"{name}: {result['median_without_s']:.3f} s without, {result['median_with_s']:.3f} s "
-        f"with ({result['overhead'] * 100:+.2f}%, pairs {result['median_pair_overhead'] * 100:+.2f}%)"
-        f", {result['rate_hz_median']:.1f} Hz",
+        f"with ({result['overhead'] * 100:+.2f}%), {result['rate_hz_median']:.1f} Hz",
         file=sys.stderr,
     )
     return result
@@ -156,12 +168,14 @@ def main() -> int:
     matmul_n = _calibrate(matmul, args.seconds)
 
     def in_process(fn: Callable[[int], float], n: int) -> Callable[[bool], tuple[float, float]]:
-        def run(with_sampler: bool) -> tuple[float, float]:
+        def run(with_sampler: bool) -> tuple[float, float, float]:
             if not with_sampler:
-                return fn(n), 0.0
+                return fn(n), 0.0, 0.0
+            before = _cpu(resource.RUSAGE_CHILDREN)  # the sampler process, once reaped
             with profiled(interval=args.interval) as prof:
                 seconds = fn(n)
-            return seconds, prof.record.samples.rate_hz()
+            cpu = _cpu(resource.RUSAGE_CHILDREN) - before
+            return seconds, prof.record.samples.rate_hz(), cpu / prof.record.duration
 
         return run
 
@@ -175,13 +189,17 @@ def main() -> int:
         ),
     ]
     del held
-    print("\n| workload | without | with sampler | overhead (medians) | median of pairs | rate |")
-    print("|---|---|---|---|---|---|")
+    print(
+        "\n| workload | without | with sampler | overhead (medians) | median of pairs | rate "
+        "| sampler CPU |"
+    )
+    print("|---|---|---|---|---|---|---|")
     for r in results:
         print(
             f"| {r['workload']} | {r['median_without_s']:.3f} s | {r['median_with_s']:.3f} s | "
             f"{r['overhead'] * 100:+.2f}% | {r['median_pair_overhead'] * 100:+.2f}% | "
-            f"{r['rate_hz_median']:.1f} Hz (min {r['rate_hz_min']:.1f}) |"
+            f"{r['rate_hz_median']:.1f} Hz (min {r['rate_hz_min']:.1f}) | "
+            f"{r['sampler_cpu_fraction'] * 100:.2f}% of a core |"
         )
     doc = {
         "setup": {

@@ -1,7 +1,7 @@
 """Reading a process tree's memory from ``/proc``, and the sampling loop.
 
 Standard library only, on purpose: :class:`~pullweights.profile.sampler.Sampler` also
-runs this file as its own small process (``python -I procfs.py ...``, see :func:`main`)
+runs this file as its own small process (``python -S -I procfs.py ...``, see :func:`main`)
 so that sampling a GIL-bound program from inside needs no GIL of that program.
 
 Per sample, ``/proc/<pid>/status`` of the profiled process and of every descendant found
@@ -19,7 +19,6 @@ seconds, so a child that lives shorter than that may be missed.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import select
@@ -201,27 +200,27 @@ def sample_loop(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """The sampler process: rows go to ``--out``; one byte on stdout once the first row
-    is written; it stops at EOF on stdin (its parent closed the pipe or died) or when
+    """The sampler process (``--pid P --interval S --rescan S --children 0|1 --source
+    status|smaps_rollup --out PATH``): rows go to ``--out``; one byte on stdout once the
+    first row is written; it stops at EOF on stdin (its parent closed the pipe or died) or when
     the profiled process exits."""
-    parser = argparse.ArgumentParser(prog="procfs.py")
-    parser.add_argument("--pid", type=int, required=True)
-    parser.add_argument("--interval", type=float, required=True)
-    parser.add_argument("--rescan", type=float, required=True)
-    parser.add_argument("--no-children", action="store_true")
-    parser.add_argument("--source", choices=sorted(_KEYS), default="status")
-    parser.add_argument("--out", required=True)
-    args = parser.parse_args(argv)
+    # No argparse: it would double this process's start-up (it runs with python -S -I).
+    words = sys.argv[1:] if argv is None else argv
+    options = dict(zip(words[::2], words[1::2], strict=True))
+    source = options["--source"]
+    if source not in _KEYS:
+        return 2
     try:
         reader = TreeReader(
-            args.pid,
-            children=not args.no_children,
+            int(options["--pid"]),
+            children=options["--children"] == "1",
             exclude=frozenset({os.getpid()}),
-            source=args.source,
+            source=source,  # type: ignore[arg-type]
         )
     except ProcessLookupError:
         return 3
-    out = os.open(args.out, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+    interval, rescan = float(options["--interval"]), float(options["--rescan"])
+    out = os.open(options["--out"], os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
     stdin = sys.stdin.fileno()
 
     def emit(row: Row) -> None:
@@ -238,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
             emit(first)
         os.write(sys.stdout.fileno(), b"r")
         if first is not None:
-            sample_loop(reader, args.interval, args.rescan, emit, wait)
+            sample_loop(reader, interval, rescan, emit, wait)
     finally:
         reader.close()
         os.close(out)

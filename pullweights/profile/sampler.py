@@ -129,12 +129,11 @@ class Sampler:
         fd, self._rows_path = tempfile.mkstemp(prefix="pullweights-samples-")
         os.close(fd)
         argv = [
-            sys.executable, "-I", str(_PROCFS), "--pid", str(self.pid),
+            sys.executable, "-S", "-I", str(_PROCFS), "--pid", str(self.pid),
             "--interval", str(self.interval), "--rescan", str(self.rescan),
-            "--out", self._rows_path, "--source", self.source,
+            "--children", "1" if self.children else "0", "--source", self.source,
+            "--out", self._rows_path,
         ]  # fmt: skip
-        if not self.children:
-            argv.append("--no-children")
         self._proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         assert self._proc.stdout is not None
         ready = self._proc.stdout.read(1)  # after the first sample (or an exit)
