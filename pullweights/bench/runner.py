@@ -41,7 +41,7 @@ class BenchConfig:
     """What to bench and how often."""
 
     model: list[str]
-    runs: int = 3
+    runs: int = 5
     prompt_tokens: int = 16
     context: int = 512
     threads: int = 2

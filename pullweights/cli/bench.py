@@ -31,7 +31,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         ),
     )
     parser.add_argument("model", nargs="*", metavar="MODEL", help="installed name or path(s)")
-    parser.add_argument("--runs", type=int, default=3, help="runs per scenario (default 3)")
+    parser.add_argument("--runs", type=int, default=5, help="runs per scenario (default 5)")
     parser.add_argument("--prompt-tokens", type=int, default=16, help="prompt length (16)")
     parser.add_argument("--context", type=int, default=512, help="KV cache length (512)")
     parser.add_argument("--threads", type=int, default=2, help="compute threads (2)")

@@ -10,11 +10,14 @@ Per phase (one row per phase; ``compile`` and ``save`` get one row per stage or 
 
 At the highest sample of private memory and of RSS, a :class:`Peak` lists the phases
 that were active and the weights in flight: every fetch / transform / cache-write span
-that had begun but not ended then, by weight name, with its bytes.
+that had begun but not ended then, by weight name, with its bytes. The same can be asked
+for the highest sample taken while weights were being pulled (``during``), when the
+overall peak falls elsewhere (in a first compute, say).
 """
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -23,6 +26,9 @@ from pullweights.profile.samples import Kind, Samples
 from pullweights.profile.spans import WEIGHT_PHASES, Span, active_at, union_seconds
 
 __all__ = ["AliveWeight", "Peak", "PhaseSummary", "find_peak", "summarize_phases"]
+
+#: The phases during which weights are being pulled.
+PULLING = frozenset({Phase.FETCH, Phase.TRANSFORM, Phase.CACHE_WRITE})
 
 _PER_STAGE = frozenset({Phase.COMPILE, Phase.SAVE})
 
@@ -113,9 +119,37 @@ def summarize_phases(spans: Sequence[Span], samples: Samples, origin: float) -> 
     return rows
 
 
-def find_peak(kind: Kind, samples: Samples, spans: Sequence[Span], origin: float) -> Peak | None:
-    """The peak of ``kind`` with the phases and weights active at it (None: no samples)."""
-    index = samples.peak_index(kind)
+def _merged(spans: Sequence[Span]) -> list[tuple[float, float]]:
+    merged: list[tuple[float, float]] = []
+    for s in sorted(spans, key=lambda s: s.start):
+        if merged and s.start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], s.end))
+        else:
+            merged.append((s.start, s.end))
+    return merged
+
+
+def find_peak(
+    kind: Kind,
+    samples: Samples,
+    spans: Sequence[Span],
+    origin: float,
+    *,
+    during: frozenset[Phase] | None = None,
+) -> Peak | None:
+    """The peak of ``kind`` with the phases and weights active at it; with ``during``,
+    the highest sample taken while a span of one of those phases ran. None: no sample."""
+    column = samples.column(kind)
+    if during is None:
+        index = samples.peak_index(kind)
+    else:
+        windows = _merged([s for s in spans if s.phase in during])
+        starts = [w[0] for w in windows]
+        index = None
+        for i, t in enumerate(samples.time):
+            w = bisect.bisect_right(starts, t) - 1
+            if w >= 0 and t <= windows[w][1] and (index is None or column[i] > column[index]):
+                index = i
     if index is None:
         return None
     t = samples.time[index]
@@ -132,4 +166,4 @@ def find_peak(kind: Kind, samples: Samples, spans: Sequence[Span], origin: float
         (AliveWeight(name, tuple(p), n) for name, (p, n) in weights.items()),
         key=lambda w: (-w.nbytes, w.name),
     )
-    return Peak(kind, samples.column(kind)[index], t - origin, phases, tuple(listed))
+    return Peak(kind, column[index], t - origin, phases, tuple(listed))

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from pullweights.profile.samples import KINDS
 
 if TYPE_CHECKING:
+    from pullweights.profile.analysis import Peak
     from pullweights.profile.record import ProfileRecord
 
 __all__ = ["mib", "render"]
@@ -38,6 +39,24 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     ]
 
 
+def _weights(peak: Peak) -> list[str]:
+    """The weights in flight at ``peak``, as a table (the largest first)."""
+    if not peak.weights:
+        return ["No weight was being fetched, transformed or written."]
+    n = len(peak.weights)
+    lines = [
+        f"{n} weight{'s' if n != 1 else ''} in flight, {mib(peak.weights_nbytes)} "
+        "(fetch / transform / cache-write spans begun and not ended):",
+        "",
+    ]
+    shown = peak.weights[:MAX_WEIGHTS]
+    rows = [[f"`{w.name}`", ", ".join(w.phases), mib(w.nbytes)] for w in shown]
+    rest = peak.weights[MAX_WEIGHTS:]
+    if rest:
+        rows.append([f"{len(rest)} more", "", mib(sum(w.nbytes for w in rest))])
+    return lines + _table(["weight", "phase", "bytes"], rows)
+
+
 def render(record: ProfileRecord) -> str:
     """The summary as markdown text."""
     samples = record.samples
@@ -61,7 +80,7 @@ def render(record: ProfileRecord) -> str:
     rows = []
     for kind in KINDS:
         peak = record.peak(kind)
-        if peak is None:
+        if peak is None or (kind == "swap" and peak.nbytes == 0):
             continue
         rows.append(
             [
@@ -72,26 +91,23 @@ def render(record: ProfileRecord) -> str:
             ]
         )
     lines += _table(["memory", "peak", "at", "phases active"], rows)
+    if not any(samples.swap):
+        lines += ["", "No swap was used."]
     for kind in ("private", "rss"):
         peak = record.peak(kind)
         if peak is None:
             continue
-        lines += ["", f"### Weights in flight at the {_KIND_NAMES[kind]} peak ({peak.time:.3f} s)"]
-        if not peak.weights:
-            lines += ["", "None: no fetch, transform or cache write was running."]
-            continue
-        lines += [
-            "",
-            f"{len(peak.weights)} weights, {mib(peak.weights_nbytes)} "
-            "(fetch / transform / cache-write spans begun and not ended):",
-            "",
-        ]
-        shown = peak.weights[:MAX_WEIGHTS]
-        rows = [[f"`{w.name}`", ", ".join(w.phases), mib(w.nbytes)] for w in shown]
-        rest = peak.weights[MAX_WEIGHTS:]
-        if rest:
-            rows.append([f"{len(rest)} more", "", mib(sum(w.nbytes for w in rest))])
-        lines += _table(["weight", "phase", "bytes"], rows)
+        lines += ["", f"### At the {_KIND_NAMES[kind]} peak ({peak.time:.3f} s)", ""]
+        lines += _weights(peak)
+        pulling = record.pulling_peak(kind)
+        if not peak.weights and pulling is not None:
+            lines += [
+                "",
+                f"Highest while weights were being pulled: {mib(pulling.nbytes)} at "
+                f"{pulling.time:.3f} s ({', '.join(pulling.phases)}).",
+                "",
+                *_weights(pulling),
+            ]
     lines += ["", "## Phases", ""]
     if not record.phases:
         lines.append("No load events were seen (the run emitted no pullweights events).")

@@ -60,7 +60,10 @@ def require_matplotlib() -> Any:
 
 
 def _mark_label(phase: str, name: str) -> str:
-    return f"{phase} ({name})" if name and len(name) <= 24 else phase
+    if not name:
+        return phase
+    short = Path(name).name if "/" in name else name
+    return f"{phase} ({short[:24]})"
 
 
 def draw_memory(ax: Any, record: ProfileRecord, *, kinds: tuple[str, ...] = KINDS) -> None:
@@ -72,12 +75,12 @@ def draw_memory(ax: Any, record: ProfileRecord, *, kinds: tuple[str, ...] = KIND
         if kind == "swap" and not any(values):
             continue
         ax.plot(times, [v / 2**20 for v in values], color=COLORS[kind], label=LABELS[kind], lw=1.3)
-    seen: set[str] = set()
+    seen: set[tuple[str, str]] = set()
     for mark in record.marks:
-        label = _mark_label(str(mark.phase), mark.name)
-        if label in seen:
+        if (mark.phase, mark.name) in seen:
             continue
-        seen.add(label)
+        seen.add((mark.phase, mark.name))
+        label = _mark_label(str(mark.phase), mark.name)
         t = mark.time - record.origin
         ax.axvline(t, color="black", ls="--", lw=0.8)
         ax.text(

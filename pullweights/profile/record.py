@@ -25,7 +25,13 @@ from pathlib import Path
 from typing import Any
 
 from pullweights.events import Event, Phase
-from pullweights.profile.analysis import Peak, PhaseSummary, find_peak, summarize_phases
+from pullweights.profile.analysis import (
+    PULLING,
+    Peak,
+    PhaseSummary,
+    find_peak,
+    summarize_phases,
+)
 from pullweights.profile.samples import KINDS, Kind, Samples
 from pullweights.profile.spans import Mark, Span, pair_events
 
@@ -144,6 +150,11 @@ class ProfileRecord:
         """The highest sample of ``kind`` and what was active then (None: no samples)."""
         return find_peak(kind, self.samples, self.spans, self.origin)
 
+    def pulling_peak(self, kind: Kind) -> Peak | None:
+        """The highest sample of ``kind`` while weights were being fetched, transformed
+        or written (None: no such sample)."""
+        return find_peak(kind, self.samples, self.spans, self.origin, during=PULLING)
+
     # -- output -------------------------------------------------------------------------
 
     def to_json(self) -> dict[str, Any]:
@@ -171,6 +182,9 @@ class ProfileRecord:
                 {**asdict(p), "gb_per_s": p.gb_per_s, "label": p.label} for p in self.phases
             ],
             "peaks": {k: asdict(p) for k, p in peaks.items() if p is not None},
+            "pulling_peaks": {
+                k: asdict(p) for k in ("private", "rss") if (p := self.pulling_peak(k)) is not None
+            },
             "marks": first_marks,
         }
 

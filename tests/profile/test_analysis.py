@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pullweights.events import Event, Phase
-from pullweights.profile.analysis import find_peak, summarize_phases
+from pullweights.profile.analysis import PULLING, find_peak, summarize_phases
 from pullweights.profile.samples import Samples
 from pullweights.profile.spans import pair_events, union_seconds
 
@@ -119,3 +119,20 @@ def test_samples_lookup() -> None:
     assert s.at("file", T0 + 0.6) == (RSS[6] - PRIVATE[6]) * MIB
     assert s.rate_hz() == pytest.approx(10.0)
     assert Samples().at("rss", 0.0) == 0
+
+
+def test_peak_while_pulling_when_the_overall_peak_is_elsewhere() -> None:
+    events = [
+        _ev(Phase.FETCH, "begin", 0.05, 1, "w", 64 * MIB),
+        _ev(Phase.FETCH, "end", 0.15, 1, "w", 64 * MIB),
+        _ev(Phase.GENERATE, "begin", 0.25, 2),
+        _ev(Phase.GENERATE, "end", 0.35, 2),
+    ]
+    spans, _ = pair_events(events, T0 + 1)
+    samples = _samples([10, 50, 20, 100], [20, 60, 30, 110])
+    overall = find_peak("private", samples, spans, T0)
+    assert overall is not None and overall.nbytes == 100 * MIB and overall.weights == ()
+    pulling = find_peak("private", samples, spans, T0, during=PULLING)
+    assert pulling is not None and pulling.nbytes == 50 * MIB
+    assert pulling.time == pytest.approx(0.1) and [w.name for w in pulling.weights] == ["w"]
+    assert find_peak("private", samples, [], T0, during=PULLING) is None
