@@ -10,7 +10,7 @@ if TYPE_CHECKING:
     from pullweights.profile.analysis import Peak
     from pullweights.profile.record import ProfileRecord
 
-__all__ = ["mib", "render"]
+__all__ = ["mark_label", "mib", "render"]
 
 #: Weights listed at a peak before the rest is summed into one line.
 MAX_WEIGHTS = 15
@@ -20,6 +20,14 @@ _KIND_NAMES = {
     "file": "file-backed",
     "swap": "swap",
 }
+
+
+def mark_label(phase: str, name: str) -> str:
+    """``"ready"``, or ``"ready (model.gguf)"`` for a named mark (paths shortened)."""
+    if not name:
+        return phase
+    short = name.rstrip("/").rsplit("/", 1)[-1]
+    return f"{phase} ({short[:24]})"
 
 
 def mib(nbytes: float, signed: bool = False) -> str:
@@ -73,7 +81,7 @@ def render(record: ProfileRecord) -> str:
         lines.append(f"- kernel peak RSS (largest single process, ru_maxrss): {mib(kernel_peak)}")
     firsts: dict[str, float] = {}
     for m in record.marks:
-        firsts.setdefault(str(m.phase), m.time - record.origin)
+        firsts.setdefault(mark_label(str(m.phase), m.name), m.time - record.origin)
     if firsts:
         lines.append("- marks: " + ", ".join(f"{name} at {t:.3f} s" for name, t in firsts.items()))
     lines += ["", "## Peaks", ""]

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from pullweights.errors import UnsupportedError
 from pullweights.events import Phase
-from pullweights.profile.markdown import mib
+from pullweights.profile.markdown import mark_label, mib
 from pullweights.profile.samples import KINDS
 from pullweights.profile.spans import WEIGHT_PHASES
 
@@ -59,13 +59,6 @@ def require_matplotlib() -> Any:
     return Figure
 
 
-def _mark_label(phase: str, name: str) -> str:
-    if not name:
-        return phase
-    short = Path(name).name if "/" in name else name
-    return f"{phase} ({short[:24]})"
-
-
 def draw_memory(ax: Any, record: ProfileRecord, *, kinds: tuple[str, ...] = KINDS) -> None:
     """Draw the memory lines of ``record`` (MiB vs seconds) and its marks on ``ax``."""
     samples = record.samples
@@ -80,7 +73,7 @@ def draw_memory(ax: Any, record: ProfileRecord, *, kinds: tuple[str, ...] = KIND
         if (mark.phase, mark.name) in seen:
             continue
         seen.add((mark.phase, mark.name))
-        label = _mark_label(str(mark.phase), mark.name)
+        label = mark_label(str(mark.phase), mark.name)
         t = mark.time - record.origin
         ax.axvline(t, color="black", ls="--", lw=0.8)
         ax.text(
