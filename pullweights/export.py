@@ -5,7 +5,8 @@ its weights are pulled and transformed as for a load (quant blocks repacked for
 ``MatMulNBits``), and every weight — the initializers onnxruntime prepacks and the
 weights pullweights binds as inputs at run time — becomes an ordinary initializer:
 embedded in the .onnx, or as ONNX external data in one file next to it
-(``OUT.onnx.data``, tensors of 1 KiB or more, 64-byte aligned). Plain onnxruntime loads
+(``OUT.onnx.data``, tensors of 1 KiB or more, 64-byte aligned), written under temporary
+names and renamed into place at the end. Plain onnxruntime loads
 the result; it needs the ``com.microsoft`` contrib ops (``MatMulNBits``,
 ``GroupQueryAttention``...).
 
@@ -22,16 +23,17 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, cast
+from typing import IO, Any, cast
 
 import numpy as np
 import onnx
 from onnx import TensorProto
 
-from pullweights.errors import UnsupportedError
+from pullweights.errors import PullWeightsError, UnsupportedError
 from pullweights.gguf.reader import GGUFFile, ModelSpec, open_gguf
 from pullweights.graph.lowering import LoweredGraph, LoweredStage
 from pullweights.runtime import WeightPuller, create_context
@@ -109,9 +111,12 @@ def _weights(
     return out
 
 
-def _write(
-    stage: LoweredStage, weights: Mapping[str, tuple[np.ndarray, int]], out: Path, external: bool
-) -> list[Path]:
+def _fill(
+    stage: LoweredStage, weights: Mapping[str, tuple[np.ndarray, int]], data: IO[bytes] | None,
+    data_name: str,
+) -> onnx.ModelProto:  # fmt: skip
+    """The stage's model with every weight as an initializer (bytes of the large ones
+    written to ``data``, named ``data_name`` in the model, when given)."""
     model = stage.model
     graph = model.graph
     keep = [t for t in graph.initializer if t.name not in weights]
@@ -120,43 +125,61 @@ def _write(
     del graph.input[:]
     graph.input.extend(inputs)
     graph.initializer.extend(keep)
-    written = [out]
-    data_path = out.with_name(out.name + ".data")
+    offset = 0
+    for name, (array, data_type) in weights.items():
+        tensor = _tensor(name, array, data_type)
+        contiguous = np.ascontiguousarray(array)
+        if data is not None and contiguous.nbytes >= EXTERNAL_THRESHOLD:
+            pad = -offset % _ALIGN
+            data.write(b"\0" * pad)
+            offset += pad
+            data.write(memoryview(contiguous.reshape(-1).view(np.uint8)))
+            tensor.data_location = TensorProto.EXTERNAL
+            for key, value in (
+                ("location", data_name),
+                ("offset", str(offset)),
+                ("length", str(contiguous.nbytes)),
+            ):
+                entry = tensor.external_data.add()
+                entry.key, entry.value = key, value
+            offset += contiguous.nbytes
+        else:
+            tensor.raw_data = contiguous.tobytes()
+        graph.initializer.append(tensor)
+    return model
+
+
+def _write(
+    stage: LoweredStage, weights: Mapping[str, tuple[np.ndarray, int]], out: Path, external: bool
+) -> list[Path]:
+    """Write the model (and its data file) under temporary names, then rename them into
+    place: a failed export leaves no partial file behind."""
     total = sum(a.nbytes for a, _ in weights.values())
     if not external and total > EMBED_LIMIT:
         raise UnsupportedError(
             f"export: {total / 2**30:.1f} GiB of weights do not fit inside one .onnx "
             "(protobuf limit 2 GiB); use --external-data"
         )
-    sink = open(data_path, "wb") if external else None  # noqa: SIM115
+    data_path = out.with_name(out.name + ".data")
+    final = [out, data_path] if external else [out]
+    staged = [p.with_name(p.name + ".partial") for p in final]
     try:
-        offset = 0
-        for name, (array, data_type) in weights.items():
-            tensor = _tensor(name, array, data_type)
-            data = np.ascontiguousarray(array)
-            if sink is not None and data.nbytes >= EXTERNAL_THRESHOLD:
-                pad = -offset % _ALIGN
-                sink.write(b"\0" * pad)
-                offset += pad
-                sink.write(memoryview(data.reshape(-1).view(np.uint8)))
-                tensor.data_location = TensorProto.EXTERNAL
-                for key, value in (
-                    ("location", data_path.name),
-                    ("offset", str(offset)),
-                    ("length", str(data.nbytes)),
-                ):
-                    entry = tensor.external_data.add()
-                    entry.key, entry.value = key, value
-                offset += data.nbytes
-            else:
-                tensor.raw_data = data.tobytes()
-            graph.initializer.append(tensor)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if external:
+            with open(staged[1], "wb") as data:
+                model = _fill(stage, weights, data, data_path.name)
+        else:
+            model = _fill(stage, weights, None, "")
+        onnx.save_model(model, str(staged[0]))
+        for tmp, path in zip(staged[::-1], final[::-1], strict=True):  # the data first
+            tmp.replace(path)
+    except OSError as exc:
+        raise PullWeightsError(f"export: cannot write {out}: {exc.strerror or exc}") from exc
     finally:
-        if sink is not None:
-            sink.close()
-            written.append(data_path)
-    onnx.save_model(model, str(out))
-    return written
+        for tmp in staged:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+    return final
 
 
 async def export_model(
@@ -184,7 +207,8 @@ async def export_model(
 
     Raises:
         UnsupportedError: embedded weights over the 2 GiB protobuf limit, or a model
-            pullweights does not handle; SourceError, FormatError: see ``load_model``.
+            pullweights does not handle; SourceError, FormatError: see ``load_model``;
+        PullWeightsError: the output cannot be written.
     """
     context = create_context(cache_dir=cache_dir)
     async with await open_gguf(model) as gguf:

@@ -11,7 +11,7 @@ import pytest
 
 from loaders import load_model
 from pullweights import create_context
-from pullweights.errors import UnsupportedError
+from pullweights.errors import PullWeightsError, UnsupportedError
 from pullweights.export import export_model
 from tests.reference import write_tiny_model
 
@@ -66,3 +66,12 @@ async def test_too_large_to_embed(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr("pullweights.export.EMBED_LIMIT", 1000)
     with pytest.raises(UnsupportedError, match="--external-data"):
         await export_model(gguf, tmp_path / "m.onnx")
+
+
+async def test_unwritable_output_is_one_error_and_leaves_nothing(tmp_path: Path) -> None:
+    gguf = write_tiny_model(tmp_path / "m.gguf", "qwen2", quant="Q8_0")
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(PullWeightsError, match="export: cannot write"):
+        await export_model(gguf, blocker / "m.onnx", external_data=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "m.gguf"]
