@@ -114,8 +114,8 @@ def _prompt_ids(gguf: Path, n: int) -> list[int]:
 
 
 def _model_parts(model: list[str]) -> list[Path]:
-    from pullweights.cli.profile import check_model
     from pullweights.gguf.installed import INSTALLED_MODELS, installed_model_parts
+    from pullweights.profile.model_worker import check_model
 
     check_model(model)
     if len(model) == 1 and model[0] in INSTALLED_MODELS and not Path(model[0]).exists():

@@ -16,7 +16,6 @@ needs the ``plot`` extra) into ``-o DIR``, also when the run fails or is interru
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import shutil
 import sys
@@ -25,16 +24,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pullweights.errors import SourceError
-from pullweights.gguf.installed import (
-    INSTALLED_MODELS,
-    installed_model_names,
-    installed_model_parts,
-)
+from pullweights.gguf.installed import installed_model_names
+from pullweights.profile.model_worker import check_model, worker_command
 
 if TYPE_CHECKING:
     from pullweights.profile.record import ProfileRecord
 
-__all__ = ["add_parser", "check_model", "run"]
+__all__ = ["add_parser", "run"]
 
 DEFAULT_MODEL = "gemma3-270m"
 DEFAULT_PROMPT = "The capital of France is"
@@ -90,25 +86,6 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.set_defaults(run=run)
 
 
-def check_model(parts: list[str]) -> None:
-    """Fail early, in one line, for a model that names nothing.
-
-    Raises:
-        SourceError: not a URL, an existing file or an installed (and installed) model.
-    """
-    if len(parts) == 1 and re.match(r"https?://", parts[0]):
-        return
-    if len(parts) == 1 and parts[0] in INSTALLED_MODELS and not os.path.exists(parts[0]):
-        installed_model_parts(parts[0])
-        return
-    for part in parts:
-        if not os.path.isfile(part):
-            raise SourceError(
-                f"unknown model {part!r}: not a file, a URL or an installed model name "
-                f"(known: {', '.join(installed_model_names())})"
-            )
-
-
 def _slug(text: str) -> str:
     stem = Path(text.rstrip("/")).name.removesuffix(".gguf") or "run"
     return re.sub(r"[^A-Za-z0-9._-]+", "-", stem)[:60]
@@ -122,7 +99,6 @@ def run(args: argparse.Namespace) -> int:
         UnsupportedError: matplotlib is missing (and --no-plot was not given).
     """
     from pullweights.profile.command import profile_command
-    from pullweights.profile.model_worker import worker_command
     from pullweights.profile.plot import require_matplotlib
 
     inputs: list[str] = list(args.inputs)

@@ -15,14 +15,40 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import re
 import sys
 from typing import Any
 
 from pullweights import events
-from pullweights.errors import PullWeightsError
+from pullweights.errors import PullWeightsError, SourceError
 from pullweights.events import Phase
+from pullweights.gguf.installed import (
+    INSTALLED_MODELS,
+    installed_model_names,
+    installed_model_parts,
+)
 
-__all__ = ["main", "worker_command"]
+__all__ = ["check_model", "main", "worker_command"]
+
+
+def check_model(parts: list[str]) -> None:
+    """Fail early, in one line, for a model that names nothing.
+
+    Raises:
+        SourceError: not a URL, an existing file or an installed (and installed) model.
+    """
+    if len(parts) == 1 and re.match(r"https?://", parts[0]):
+        return
+    if len(parts) == 1 and parts[0] in INSTALLED_MODELS and not os.path.exists(parts[0]):
+        installed_model_parts(parts[0])
+        return
+    for part in parts:
+        if not os.path.isfile(part):
+            raise SourceError(
+                f"unknown model {part!r}: not a file, a URL or an installed model name "
+                f"(known: {', '.join(installed_model_names())})"
+            )
 
 
 def worker_command(
