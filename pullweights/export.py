@@ -10,11 +10,13 @@ names and renamed into place at the end. Plain onnxruntime loads
 the result; it needs the ``com.microsoft`` contrib ops (``MatMulNBits``,
 ``GroupQueryAttention``...).
 
-The model's inputs are those of :class:`loaders.blocks.DecoderInputs`: ``input_ids``
+The model's inputs are those of :class:`loaders.blocks.DecoderInputs` but the RoPE
+tables, which become initializers for ``context_length`` positions: ``input_ids``
 ``int64[tokens]``, ``logits_index`` ``int64[n]`` (positions whose logits are wanted),
 ``seqlens_k`` ``int32[1]`` (total length - 1), ``total_sequence_length`` ``int32[]``,
-and ``past_key.L`` / ``past_value.L`` ``float32[1, kv_heads, context, head_dim]`` per
-layer; outputs ``logits`` and ``present_key.L`` / ``present_value.L``.
+and ``past_key.L`` / ``past_value.L`` ``float32[1, kv_heads, cache_length, head_dim]``
+per layer (``cache_length`` at most ``context_length``); outputs ``logits`` and
+``present_key.L`` / ``present_value.L``.
 
 Example::
 
@@ -26,16 +28,18 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import IO
 
 import numpy as np
 import onnx
 from onnx import TensorProto
 
-from pullweights.errors import PullWeightsError, UnsupportedError
+from pullweights import GraphBuilder
+from pullweights.errors import GraphError, PullWeightsError, UnsupportedError
 from pullweights.gguf.reader import GGUFFile, ModelSpec, open_gguf
-from pullweights.graph.lowering import LoweredGraph, LoweredStage
+from pullweights.graph.lowering import LoweredStage, lower
 from pullweights.runtime import WeightPuller, create_context
 
 __all__ = ["EMBED_LIMIT", "export_model"]
@@ -47,42 +51,33 @@ EXTERNAL_THRESHOLD = 1024
 _ALIGN = 64
 
 
-class _Captured(Exception):
-    def __init__(self, lowered: LoweredGraph) -> None:
-        self.lowered = lowered
-
-
-class _CaptureContext:
-    """A builder context that, asked to compile, hands the lowered graph back instead.
-
-    ``loaders.build_model`` builds the graph and calls ``context.compile``; raising here
-    returns the lowered graph before any weight is pulled or session created.
-    """
-
-    cache = None
-
-    async def compile(self, lowered: LoweredGraph, **kwargs: Any) -> Any:
-        raise _Captured(lowered)
-
-
 async def _lowered(
     gguf: GGUFFile, context_length: int | None, accuracy_level: int | None
-) -> LoweredGraph:
-    from loaders import architecture_for
-    from loaders.model import build_model
+) -> tuple[LoweredStage, dict[str, np.ndarray]]:
+    """The decoder graph as ``loaders.build_model`` builds it, in one stage, and the
+    arrays it binds at run time besides weights (the RoPE tables of this context).
 
-    try:
-        await build_model(
-            gguf,
-            architecture_for(gguf.architecture),
-            context=cast(Any, _CaptureContext()),
-            context_length=context_length,
-            accuracy_level=accuracy_level,
-            stages=1,
-        )
-    except _Captured as captured:
-        return captured.lowered
-    raise AssertionError("build_model did not compile")  # pragma: no cover
+    This repeats the graph-building part of ``loaders.model.build_model`` (which also
+    compiles): a ``loaders`` function returning the builder's outputs would remove it.
+    """
+    from loaders import DEFAULT_CONTEXT, architecture_for
+    from loaders.blocks import DecoderInputs
+    from loaders.model import _freq_factors
+    from loaders.weights import WeightMap
+
+    architecture = architecture_for(gguf.architecture)
+    config = architecture.config(gguf.metadata, gguf.tensor("token_embd.weight").shape[0])
+    if "rope_freqs.weight" in gguf.tensors:
+        config = replace(config, rope_freq_factors=await _freq_factors(gguf, config))
+    length = min(context_length or DEFAULT_CONTEXT, config.train_context)
+    if length < 1:
+        raise GraphError(f"context_length must be >= 1, got {context_length}")
+    builder = GraphBuilder(create_context(cache_dir=None))
+    weights = WeightMap(builder, gguf, accuracy_level=accuracy_level)
+    io = DecoderInputs.declare(builder, config, length)
+    logits = architecture.build(builder, weights, io)
+    (stage,) = lower(builder, {"logits": logits, **io.presents}, stages=1).stages
+    return stage, dict(io.tables)
 
 
 def _tensor(name: str, array: np.ndarray, data_type: int) -> TensorProto:
@@ -94,10 +89,10 @@ def _tensor(name: str, array: np.ndarray, data_type: int) -> TensorProto:
 
 
 def _weights(
-    stage: LoweredStage, loaded: Mapping[str, np.ndarray]
+    stage: LoweredStage, loaded: Mapping[str, np.ndarray], tables: Mapping[str, np.ndarray]
 ) -> dict[str, tuple[np.ndarray, int]]:
-    """Every weight and large constant of the stage as (array, ONNX data type), by the
-    name the graph reads it under."""
+    """Every weight, large constant and run-time table of the stage as (array, ONNX data
+    type), by the name the graph reads it under."""
     graph = stage.model.graph
     types = {t.name: t.data_type for t in graph.initializer}
     types.update({i.name: i.type.tensor_type.elem_type for i in graph.input})
@@ -106,8 +101,9 @@ def _weights(
         out[name] = (array, types[name])
     for name in stage.bound_weights:
         out[name] = (loaded[name], types[name])
-    for name, array in stage.bound_constants.items():
-        out[name] = (array, types[name])
+    for name, array in {**stage.bound_constants, **tables}.items():
+        if name in types:
+            out[name] = (array, types[name])
     return out
 
 
@@ -212,7 +208,7 @@ async def export_model(
     """
     context = create_context(cache_dir=cache_dir)
     async with await open_gguf(model) as gguf:
-        (stage,) = (await _lowered(gguf, context_length, accuracy_level)).stages
+        stage, tables = await _lowered(gguf, context_length, accuracy_level)
         puller = WeightPuller(context.cache)
         try:
             loaded = await puller.pull({**stage.initializer_weights, **stage.bound_weights})
@@ -223,4 +219,4 @@ async def export_model(
             "logits_index, seqlens_k, total_sequence_length, past_key.L/past_value.L; "
             "outputs logits, present_key.L/present_value.L"
         )
-        return _write(stage, _weights(stage, loaded), Path(out), external_data)
+        return _write(stage, _weights(stage, loaded, tables), Path(out), external_data)

@@ -70,8 +70,9 @@ def _ort(request: dict[str, Any]) -> Prompt:
             "total_sequence_length": np.array(n, np.int32),
         }
         for arg in session.get_inputs():
-            if arg.name.startswith("past_"):
-                feeds[arg.name] = np.zeros([int(d) for d in arg.shape], np.float32)
+            if arg.name.startswith("past_"):  # symbolic dims: the cache length
+                shape = [d if isinstance(d, int) else int(request["context"]) for d in arg.shape]
+                feeds[arg.name] = np.zeros(shape, np.float32)
         (logits,) = session.run(["logits"], feeds)
         return int(np.argmax(logits[-1]))
 

@@ -3,12 +3,11 @@ scenarios: load a GGUF LLM, then greedily generate a few tokens of a prompt.
 
 ``python -m pullweights.profile.model_worker MODEL... (--prompt TEXT | --prompt-ids 1,2,3)``
 
-On top of the runtime's own events (``load``, fetch / transform / cache-write, compile,
-save, ``ready`` once the graph compiled) it marks ``ready`` again when
-:func:`loaders.load_model` has returned (tokenizer built, warm-up step run), a
-``generate`` span around the generation and ``first-token`` when the first token is
-known. The generated text
-goes to stdout; a pullweights error is one line on stderr and exit status 1.
+The runtime and the loaders report the load and the generation themselves (header,
+fetch / transform / cache-write, compile, save, tokenizer, ``ready`` for the graph and
+the model, prefill, ``first-token``); the worker adds a ``generate`` span around the
+generation. The generated text goes to stdout; a pullweights error is one line on
+stderr and exit status 1.
 """
 
 from __future__ import annotations
@@ -89,23 +88,16 @@ async def _run(args: argparse.Namespace) -> None:
     llm = await load_model(
         model, context=create_context(cache_dir=cache_dir), context_length=args.context
     )
-    events.mark(Phase.READY, label)  # the model can generate (the graph was ready earlier)
     if args.prompt_ids is not None:
         ids = [int(t) for t in args.prompt_ids.split(",") if t.strip()]
     else:
         ids = encode_prompt(llm, args.prompt)
     decoder = llm.tokenizer.stream()
-    first = True
     with events.span(Phase.GENERATE, label):
         async for token in generate_tokens(llm, ids, SamplingParams(max_tokens=args.max_tokens)):
-            if first:
-                events.mark(Phase.FIRST_TOKEN, label)
-                first = False
             if not args.quiet:
                 sys.stdout.write(decoder.push(token))
                 sys.stdout.flush()
-    if first:  # the first token ended the generation (end of text): it is still known now
-        events.mark(Phase.FIRST_TOKEN, label)
     if not args.quiet:
         sys.stdout.write(decoder.flush() + "\n")
 

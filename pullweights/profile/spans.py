@@ -1,6 +1,7 @@
 """Spans and marks rebuilt from a stream of :mod:`pullweights.events`.
 
-A ``begin`` and its ``end`` (same process, same span id) make one :class:`Span`; a span
+A ``begin`` and its ``end`` (same process, same span id) make one :class:`Span`, whose
+bytes are those of the ``end`` (a span may learn its size only as it ends); a span
 with no ``end`` (the process failed, was killed, or the profile stopped first) ends at the
 end of the profile and counts as not ok. ``end`` events with no ``begin`` are ignored.
 """
@@ -71,7 +72,9 @@ def pair_events(events: Iterable[Event], end_time: float) -> tuple[list[Span], l
         else:
             begin = open_spans.pop(key, None)
             if begin is not None:
-                spans.append(_span(begin, event.time, ok=event.ok, finished=True))
+                # The end carries the final size (a span may learn it only as it ends).
+                nbytes = event.nbytes or begin.nbytes
+                spans.append(_span(begin, event.time, ok=event.ok, finished=True, nbytes=nbytes))
     for begin in open_spans.values():
         spans.append(_span(begin, max(end_time, begin.time), ok=False, finished=False))
     spans.sort(key=lambda s: s.start)
@@ -79,11 +82,11 @@ def pair_events(events: Iterable[Event], end_time: float) -> tuple[list[Span], l
     return spans, marks
 
 
-def _span(begin: Event, end: float, *, ok: bool, finished: bool) -> Span:
+def _span(begin: Event, end: float, *, ok: bool, finished: bool, nbytes: int | None = None) -> Span:
     return Span(
         begin.phase,
         begin.name,
-        begin.nbytes,
+        begin.nbytes if nbytes is None else nbytes,
         begin.time,
         end,
         begin.stage,

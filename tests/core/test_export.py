@@ -30,7 +30,8 @@ def _plain_ort_logits(path: Path) -> np.ndarray:
     }
     for arg in session.get_inputs():
         if arg.name.startswith("past_"):
-            feeds[arg.name] = np.zeros([int(d) for d in arg.shape], np.float32)
+            shape = [d if isinstance(d, int) else CONTEXT for d in arg.shape]
+            feeds[arg.name] = np.zeros(shape, np.float32)
     (logits,) = session.run(["logits"], feeds)
     return np.asarray(logits)
 
