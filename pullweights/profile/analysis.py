@@ -25,8 +25,18 @@ from pullweights.events import Phase
 from pullweights.profile.samples import Kind, Samples
 from pullweights.profile.spans import WEIGHT_PHASES, Span, active_at, union_seconds
 
-__all__ = ["AliveWeight", "Peak", "PhaseSummary", "find_peak", "summarize_phases"]
+__all__ = [
+    "COUNTS_TOKENS",
+    "PULLING",
+    "AliveWeight",
+    "Peak",
+    "PhaseSummary",
+    "find_peak",
+    "summarize_phases",
+]
 
+#: Phases whose ``nbytes`` count tokens, not bytes (the loaders' prefill: prompt tokens).
+COUNTS_TOKENS = frozenset({Phase.PREFILL, Phase.GENERATE, Phase.FIRST_TOKEN})
 #: The phases during which weights are being pulled.
 PULLING = frozenset({Phase.FETCH, Phase.TRANSFORM, Phase.CACHE_WRITE})
 
@@ -50,9 +60,15 @@ class PhaseSummary:
     failed: int = 0
 
     @property
+    def counts_tokens(self) -> bool:
+        """True when :attr:`nbytes` counts tokens (prefill, generate)."""
+        return Phase(self.phase) in COUNTS_TOKENS
+
+    @property
     def gb_per_s(self) -> float | None:
-        """Throughput over the busy time, 10^9 bytes/s (None without bytes or time)."""
-        if self.nbytes <= 0 or self.busy_seconds <= 0:
+        """Throughput over the busy time, 10^9 bytes/s (None without bytes or time, and
+        for phases that count tokens)."""
+        if self.nbytes <= 0 or self.busy_seconds <= 0 or self.counts_tokens:
             return None
         return self.nbytes / self.busy_seconds / 1e9
 

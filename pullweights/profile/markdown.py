@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from pullweights.profile.samples import KINDS
 
 if TYPE_CHECKING:
-    from pullweights.profile.analysis import Peak
+    from pullweights.profile.analysis import Peak, PhaseSummary
     from pullweights.profile.record import ProfileRecord
 
 __all__ = ["mark_label", "mib", "render"]
@@ -45,6 +45,12 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
         "|" + "---|" * len(header),
         *("| " + " | ".join(r) + " |" for r in rows),
     ]
+
+
+def _amount(summary: PhaseSummary) -> str:
+    if not summary.nbytes:
+        return "-"
+    return f"{summary.nbytes} tokens" if summary.counts_tokens else mib(summary.nbytes)
 
 
 def _weights(peak: Peak) -> list[str]:
@@ -126,7 +132,7 @@ def render(record: ProfileRecord) -> str:
                 str(p.spans) + (f" ({p.failed} not ok)" if p.failed else ""),
                 f"{p.start:.3f}",
                 f"{p.busy_seconds:.3f}",
-                mib(p.nbytes) if p.nbytes else "-",
+                _amount(p),
                 f"{p.gb_per_s:.2f}" if p.gb_per_s is not None else "-",
                 mib(p.private_added, signed=True),
                 mib(p.rss_added, signed=True),

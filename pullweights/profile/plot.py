@@ -116,7 +116,7 @@ def _shade_phases(ax: Any, record: ProfileRecord) -> None:
 
 
 def _annotate_peaks(ax: Any, record: ProfileRecord) -> None:
-    for kind, dy in (("private", -28), ("rss", 14)):
+    for kind, dy in (("private", -30), ("rss", -18)):
         peak = record.peak(kind)  # type: ignore[arg-type]
         if peak is None or peak.nbytes <= 0:
             continue
@@ -137,6 +137,7 @@ def _annotate_peaks(ax: Any, record: ProfileRecord) -> None:
             ha="right" if left else "left",
             fontsize=8,
             color=COLORS[kind],
+            bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "none", "alpha": 0.85},
             arrowprops={"arrowstyle": "-", "color": COLORS[kind], "lw": 0.6},
         )
 
