@@ -16,11 +16,21 @@ from __future__ import annotations
 from loaders.blocks import Architecture
 from loaders.config import DEFAULT_CONTEXT, ModelConfig
 from loaders.gemma3 import GEMMA3
-from loaders.generate import GenerationStats, encode_prompt, generate, generate_tokens
+from loaders.generate import (
+    GenerationStats,
+    Step,
+    TextChunk,
+    encode_prompt,
+    generate,
+    generate_chunks,
+    generate_steps,
+    generate_tokens,
+)
 from loaders.llama import LLAMA
 from loaders.model import LanguageModel, LoadStats, build_model
 from loaders.qwen2 import QWEN2
 from loaders.sampling import SamplingParams
+from loaders.slots import KVSlot, SlotPool
 from pullweights.errors import UnsupportedError
 from pullweights.events import ProgressCallback
 from pullweights.gguf.reader import GGUFFile, ModelSpec, open_gguf
@@ -31,13 +41,19 @@ __all__ = [
     "DEFAULT_CONTEXT",
     "Architecture",
     "GenerationStats",
+    "KVSlot",
     "LanguageModel",
     "LoadStats",
     "ModelConfig",
     "SamplingParams",
+    "SlotPool",
+    "Step",
+    "TextChunk",
     "architecture_for",
     "encode_prompt",
     "generate",
+    "generate_chunks",
+    "generate_steps",
     "generate_tokens",
     "load_model",
 ]
@@ -69,6 +85,7 @@ async def load_model(
     context_length: int | None = None,
     accuracy_level: int | None = None,
     progress: ProgressCallback | None = None,
+    slots: int = 1,
 ) -> LanguageModel:
     """Open a GGUF model, build its decoder graph, pull its weights and compile.
 
@@ -83,6 +100,10 @@ async def load_model(
         accuracy_level: ``MatMulNBits`` accuracy level (default: 4, int8 activations;
             0 computes with exact float activations).
         progress: called with a :class:`~pullweights.events.Progress` per weight pulled.
+        slots: how many sequences may generate at once (:attr:`LanguageModel.slots`); each
+            slot is a KV cache that uses memory as its sequence grows (up to
+            ``2 * layers * kv_heads * context * head_dim * 4`` bytes) and keeps its tokens
+            for prefix reuse. More generations than slots wait for one.
 
     Raises:
         UnsupportedError: an architecture or tensor type that is not handled.
@@ -90,11 +111,11 @@ async def load_model(
         SourceError: the file cannot be read.
     """
     if isinstance(model, GGUFFile):
-        return await _load(model, context, context_length, accuracy_level, progress)
+        return await _load(model, context, context_length, accuracy_level, progress, slots)
     context = context or create_context()
     remote_dir = None if context.cache_dir is None else context.cache_dir / "remote"
     async with await open_gguf(model, remote_dir=remote_dir) as gguf:
-        return await _load(gguf, context, context_length, accuracy_level, progress)
+        return await _load(gguf, context, context_length, accuracy_level, progress, slots)
 
 
 async def _load(
@@ -103,6 +124,7 @@ async def _load(
     context_length: int | None,
     accuracy_level: int | None,
     progress: ProgressCallback | None,
+    slots: int,
 ) -> LanguageModel:
     return await build_model(
         gguf,
@@ -111,4 +133,5 @@ async def _load(
         context_length=context_length,
         accuracy_level=accuracy_level,
         progress=progress,
+        slots=slots,
     )
