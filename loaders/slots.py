@@ -128,6 +128,8 @@ class SlotPool:
         self._free: list[KVSlot] = []
         self._clock = 0
         self._waiting = 0
+        #: The most slots lent at one time so far.
+        self.peak_in_use = 0
         self._changed = asyncio.Condition()
 
     @property
@@ -173,6 +175,7 @@ class SlotPool:
             finally:
                 self._waiting -= 1
             slot = self._pick(prompt)
+            self.peak_in_use = max(self.peak_in_use, self.in_use)
         try:
             yield slot
         finally:

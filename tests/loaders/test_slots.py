@@ -108,7 +108,7 @@ async def test_concurrent_generations_equal_sequential_ones(
 
     got = await asyncio.gather(*(one(p) for p in prompts))
     assert got == expected
-    assert concurrent.slots.created == 3 and concurrent.slots.in_use == 0
+    assert concurrent.slots.peak_in_use == 3 and concurrent.slots.in_use == 0
 
 
 async def test_two_concurrent_generate_calls_never_mix(
