@@ -186,10 +186,11 @@ async def _answer(conversation: Conversation, text: str, args: argparse.Namespac
     from loaders import GenerationStats
 
     stats = GenerationStats()
+    shown = _visible if sys.stdout.isatty() else str
 
     async def write() -> None:
         async for piece in conversation.send(text, stats=stats):
-            sys.stdout.write(piece)
+            sys.stdout.write(shown(piece))
             sys.stdout.flush()
 
     task = asyncio.ensure_future(write())
@@ -212,6 +213,15 @@ async def _answer(conversation: Conversation, text: str, args: argparse.Namespac
     if getattr(args, "stats", False):
         print(_figures(stats), file=sys.stderr)
     return True
+
+
+_CONTROLS = {c: f"^{chr(c + 64)}" for c in range(32) if chr(c) not in "\n\t"} | {127: "^?"}
+
+
+def _visible(text: str) -> str:
+    """``text`` with terminal control characters in caret notation (``ESC`` -> ``^[``): a
+    model's output must not drive the terminal."""
+    return text.translate(_CONTROLS)
 
 
 def _figures(stats: GenerationStats) -> str:
