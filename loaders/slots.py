@@ -157,6 +157,11 @@ class SlotPool:
         """Tokens held by the slots (lent or free)."""
         return sum(slot.position for slot in self._slots)
 
+    def reset(self) -> None:
+        """Forget the tokens of every free slot (no cached prefix is reused after this)."""
+        for slot in self._free:
+            slot.reset()
+
     @asynccontextmanager
     async def acquire(self, prompt: Sequence[int] = ()) -> AsyncIterator[KVSlot]:
         """Lend a slot for the ``async with`` block, waiting while all are lent.

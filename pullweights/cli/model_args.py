@@ -56,9 +56,13 @@ def is_model_spec(text: str) -> bool:
 
 
 def add_load_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--context``, ``--policy``, ``--accuracy-level``, the cache options, ``--no-progress``."""
+    """``--context``, ``--policy``, ``--threads``, ``--accuracy-level``, the cache options,
+    ``--no-progress``."""
     parser.add_argument("--context", type=int, default=None, help="KV cache length (default 4096)")
     parser.add_argument("--policy", choices=POLICIES, default="default", help="compute policy")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="onnxruntime threads per run (default: cores)"
+    )
     parser.add_argument(
         "--accuracy-level",
         type=int,
@@ -116,7 +120,11 @@ async def load_llm(model: ModelSpec, args: argparse.Namespace, *, slots: int = 1
     cache_dir: Any = getattr(args, "cache_dir", None) or "default"
     if getattr(args, "no_cache", False):
         cache_dir = None
-    context = create_context(getattr(args, "policy", "default"), cache_dir=cache_dir)
+    context = create_context(
+        getattr(args, "policy", "default"),
+        cache_dir=cache_dir,
+        intra_op_threads=getattr(args, "threads", None),
+    )
     show = not getattr(args, "no_progress", False) and sys.stderr.isatty()
     bar, progress = load_progress_bar(show)
     try:
