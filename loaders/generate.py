@@ -39,6 +39,7 @@ from loaders.model import LanguageModel
 from loaders.sampling import Sampler, SamplingParams, StopMatcher
 from loaders.slots import KVSlot
 from pullweights.errors import ComputeError
+from pullweights.events import Phase, mark, span
 
 __all__ = [
     "GenerationStats",
@@ -174,7 +175,9 @@ async def generate_steps(
         stats.cached_tokens = slot.reuse(history)
         start = time.perf_counter()
         stats.wait_seconds = start - waited
-        logits = await model.forward(history[stats.cached_tokens :], slot=slot)
+        prefill = history[stats.cached_tokens :]
+        with span(Phase.PREFILL, "prompt", len(prefill)):
+            logits = await model.forward(prefill, slot=slot)
         stats.prefill_seconds = time.perf_counter() - start
         decode_start = 0.0
         while True:
@@ -182,6 +185,7 @@ async def generate_steps(
             token = sampler.sample(row, history)
             if stats.generated_tokens == 0:
                 stats.time_to_first_token = time.perf_counter() - start
+                mark(Phase.FIRST_TOKEN, "token", 1)
                 decode_start = time.perf_counter()
             if model.tokenizer.is_eog(token):
                 stats.stop_reason = "eog"

@@ -29,7 +29,7 @@ from loaders.tokenizer import Tokenizer
 from loaders.weights import WeightMap
 from pullweights import Context, Graph, GraphBuilder, Tensor, TensorDescriptor, create_context
 from pullweights.errors import ComputeError, FormatError, GraphError
-from pullweights.events import ProgressCallback
+from pullweights.events import Phase, ProgressCallback, mark, span
 from pullweights.gguf.reader import GGUFFile
 from pullweights.graph.stages import StagePlan
 
@@ -38,7 +38,8 @@ __all__ = ["LanguageModel", "LoadStats", "build_model"]
 
 @dataclass(frozen=True)
 class LoadStats:
-    """What loading cost: wall time and how many transformed weights the cache served."""
+    """What loading cost: wall time, and how many of the transformed weights the cache
+    served (as entries, or inside saved sessions) instead of transforming them again."""
 
     seconds: float
     payloads: int
@@ -184,7 +185,7 @@ async def build_model(
         nonlocal tokenizer_task
         if tokenizer_task is None:
             tokenizer_task = asyncio.ensure_future(
-                asyncio.to_thread(Tokenizer.from_gguf_metadata, gguf.metadata)
+                asyncio.to_thread(_build_tokenizer, gguf.metadata)
             )
 
     try:
@@ -194,8 +195,6 @@ async def build_model(
         logits = architecture.build(builder, weights, io)
         payloads = weights.payloads
         transformed = [p for p in payloads if p.transform is not None]
-        cache = context.cache
-        hits = sum(1 for p in transformed if cache is not None and cache.contains(p))
         graph = await builder.build(
             {"logits": logits, **io.presents},
             stages=stages,
@@ -216,7 +215,7 @@ async def build_model(
         graph=graph,
         cache_descriptor=io.cache_descriptor,
         tables=io.tables,
-        stats=LoadStats(0.0, len(payloads), len(transformed), hits),
+        stats=LoadStats(0.0, len(payloads), len(transformed), len(transformed) - graph.transformed),
         slots=slots,
     )
     # One token through the graph, as llama.cpp's warm-up: onnxruntime's first run
@@ -224,7 +223,13 @@ async def build_model(
     await model.forward([0])
     model.reset()
     model.stats = replace(model.stats, seconds=time.perf_counter() - start)
+    mark(Phase.READY, "model")
     return model
+
+
+def _build_tokenizer(metadata: Mapping[str, object]) -> Tokenizer:
+    with span(Phase.TOKENIZER, "tokenizer"):
+        return Tokenizer.from_gguf_metadata(metadata)
 
 
 async def _freq_factors(gguf: GGUFFile, config: ModelConfig) -> tuple[float, ...]:
@@ -235,7 +240,7 @@ async def _freq_factors(gguf: GGUFFile, config: ModelConfig) -> tuple[float, ...
             f"rope_freqs.weight: {tensor.ggml_type.name}{list(tensor.shape)}, expected "
             f"F32[{config.head_dim // 2}]"
         )
-    data = await gguf.source.read(tensor.offset, tensor.nbytes)
+    data = await tensor.source.read(tensor.offset, tensor.nbytes)
     return tuple(float(f) for f in np.frombuffer(data, dtype=np.float32))
 
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from pullweights.cli.progress import load_progress_bar
 from pullweights.gguf.installed import installed_model_names
+from pullweights.gguf.reader import open_gguf
 from pullweights.runtime.context import POLICIES, create_context
 
 if TYPE_CHECKING:
@@ -57,7 +58,7 @@ def is_model_spec(text: str) -> bool:
 
 def add_load_arguments(parser: argparse.ArgumentParser) -> None:
     """``--context``, ``--policy``, ``--threads``, ``--accuracy-level``, the cache options,
-    ``--no-progress``."""
+    ``--no-progress``, ``--offline``."""
     parser.add_argument("--context", type=int, default=None, help="KV cache length (default 4096)")
     parser.add_argument("--policy", choices=POLICIES, default="default", help="compute policy")
     parser.add_argument(
@@ -74,6 +75,9 @@ def add_load_arguments(parser: argparse.ArgumentParser) -> None:
     cache.add_argument("--no-cache", action="store_true", help="do not use the weight cache")
     cache.add_argument("--cache-dir", default=None, help="weight cache directory")
     parser.add_argument("--no-progress", action="store_true", help="no loading progress bar")
+    parser.add_argument(
+        "--offline", action="store_true", help="no network: a URL must have been pulled before"
+    )
 
 
 def add_sampling_arguments(parser: argparse.ArgumentParser, *, max_tokens: int) -> None:
@@ -127,15 +131,18 @@ async def load_llm(model: ModelSpec, args: argparse.Namespace, *, slots: int = 1
     )
     show = not getattr(args, "no_progress", False) and sys.stderr.isatty()
     bar, progress = load_progress_bar(show)
+    remote_dir = None if context.cache_dir is None else context.cache_dir / "remote"
+    offline = bool(getattr(args, "offline", False))
     try:
-        return await load_model(
-            model,
-            context=context,
-            context_length=getattr(args, "context", None),
-            accuracy_level=getattr(args, "accuracy_level", None),
-            progress=progress,
-            slots=slots,
-        )
+        async with await open_gguf(model, remote_dir=remote_dir, offline=offline) as gguf:
+            return await load_model(
+                gguf,
+                context=context,
+                context_length=getattr(args, "context", None),
+                accuracy_level=getattr(args, "accuracy_level", None),
+                progress=progress,
+                slots=slots,
+            )
     finally:
         if bar is not None:
             bar.close()
