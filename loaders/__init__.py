@@ -18,11 +18,21 @@ from typing import Any
 from loaders.blocks import Architecture
 from loaders.config import DEFAULT_CONTEXT, ModelConfig
 from loaders.gemma3 import GEMMA3
-from loaders.generate import GenerationStats, encode_prompt, generate, generate_tokens
+from loaders.generate import (
+    GenerationStats,
+    Step,
+    TextChunk,
+    encode_prompt,
+    generate,
+    generate_chunks,
+    generate_steps,
+    generate_tokens,
+)
 from loaders.llama import LLAMA
 from loaders.model import LanguageModel, LoadStats, build_model
 from loaders.qwen2 import QWEN2
 from loaders.sampling import SamplingParams
+from loaders.slots import KVSlot, SlotPool
 from pullweights.errors import UnsupportedError
 from pullweights.events import ProgressCallback
 from pullweights.gguf.reader import GGUFFile, ModelSpec, open_gguf
@@ -34,13 +44,19 @@ __all__ = [
     "DEFAULT_CONTEXT",
     "Architecture",
     "GenerationStats",
+    "KVSlot",
     "LanguageModel",
     "LoadStats",
     "ModelConfig",
     "SamplingParams",
+    "SlotPool",
+    "Step",
+    "TextChunk",
     "architecture_for",
     "encode_prompt",
     "generate",
+    "generate_chunks",
+    "generate_steps",
     "generate_tokens",
     "load_model",
 ]
@@ -73,6 +89,7 @@ async def load_model(
     accuracy_level: int | None = None,
     progress: ProgressCallback | None = None,
     stages: StagePlan = "auto",
+    slots: int = 1,
 ) -> LanguageModel:
     """Open a GGUF model, build its decoder graph, pull its weights and compile.
 
@@ -90,6 +107,10 @@ async def load_model(
         stages: how the decoder is cut into stages, each its own onnxruntime session
             compiled as soon as its weights have arrived (see
             :meth:`pullweights.GraphBuilder.build`; ``1`` compiles one session).
+        slots: how many sequences may generate at once (:attr:`LanguageModel.slots`); each
+            slot is a KV cache that uses memory as its sequence grows (up to
+            ``2 * layers * kv_heads * context * head_dim * 4`` bytes) and keeps its tokens
+            for prefix reuse. More generations than slots wait for one.
 
     Raises:
         UnsupportedError: an architecture or tensor type that is not handled.
@@ -101,6 +122,7 @@ async def load_model(
         "accuracy_level": accuracy_level,
         "progress": progress,
         "stages": stages,
+        "slots": slots,
     }
     if isinstance(model, GGUFFile):
         return await _load(model, context, options)

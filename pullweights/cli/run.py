@@ -76,6 +76,10 @@ async def run(args: argparse.Namespace) -> int:
     from loaders import GenerationStats, SamplingParams, generate, load_model
 
     inputs: list[str] = list(args.inputs)
+    from pullweights.cli.chat import chat, is_model_spec, model_spec
+
+    if all(is_model_spec(text) for text in inputs):  # a model and no prompt: chat
+        return await chat(model_spec(inputs), args)
     prompt = inputs.pop()
     model: str | list[str] = inputs if len(inputs) > 1 else (inputs or [DEFAULT_MODEL])[0]
     params = SamplingParams(
