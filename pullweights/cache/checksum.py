@@ -27,6 +27,7 @@ import numpy as np
 
 __all__ = [
     "ALGORITHM",
+    "RunningChecksum",
     "checksum",
     "checksum_fd",
     "forget",
@@ -46,13 +47,32 @@ _lock = threading.Lock()
 _verified: dict[_StatKey, str] = {}
 
 
+class RunningChecksum:
+    """The checksum of bytes seen piece by piece, in order (the same value as
+    :func:`checksum` of their concatenation)."""
+
+    __slots__ = ("_crc",)
+
+    def __init__(self) -> None:
+        self._crc = 0
+
+    def update(self, data: mmap.mmap | np.ndarray | bytes | memoryview) -> None:
+        """Add the next bytes."""
+        with memoryview(data) as view, view.cast("B") as flat:
+            for start in range(0, len(flat), _BLOCK):
+                self._crc = crc32c.crc32c(flat[start : start + _BLOCK], self._crc)
+
+    @property
+    def value(self) -> str:
+        """The tagged checksum, e.g. ``crc32c:1c291ca3``."""
+        return f"{ALGORITHM}:{self._crc:08x}"
+
+
 def checksum(data: mmap.mmap | np.ndarray | bytes | memoryview) -> str:
     """Checksum of a buffer's bytes, tagged with its algorithm: ``crc32c:1c291ca3``."""
-    crc = 0
-    with memoryview(data) as view, view.cast("B") as flat:
-        for start in range(0, len(flat), _BLOCK):
-            crc = crc32c.crc32c(flat[start : start + _BLOCK], crc)
-    return f"{ALGORITHM}:{crc:08x}"
+    running = RunningChecksum()
+    running.update(data)
+    return running.value
 
 
 def _stat_key(st: os.stat_result) -> _StatKey:

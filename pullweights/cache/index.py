@@ -7,6 +7,10 @@ GGUF under another path, a copy, or the same URL spelled another way
 transformed or stored twice. SHA-256 (not a fast non-cryptographic hash): a model file
 crafted to collide with another model's tensor must not be able to poison its entries.
 
+A remote payload's content is known only once all of it is fetched; to find a cached
+copy without transforming it first, the index also maps a digest of its first
+:data:`HEAD` bytes to the content key (a hint, confirmed by the digest of all of them).
+
 Hashing costs time (about 1-1.7 GB/s here, GIL released), so a second index maps the
 payload's *source key* (:attr:`~pullweights.weights.Payload.key`: source identity —
 path + size + mtime, URL + validator — and byte range) to its content key, one tiny
@@ -31,7 +35,17 @@ from pullweights.cache.layout import check_key
 from pullweights.errors import CacheError
 from pullweights.weights import Payload
 
-__all__ = ["content_key", "digest", "index_path", "iter_index", "lookup", "remember"]
+__all__ = [
+    "HEAD",
+    "RunningDigest",
+    "content_key",
+    "digest",
+    "head_key",
+    "index_path",
+    "iter_index",
+    "lookup",
+    "remember",
+]
 
 log = logging.getLogger("pullweights.cache")
 
@@ -39,30 +53,61 @@ log = logging.getLogger("pullweights.cache")
 _BLOCK = 64 << 20
 #: Bump when the content key changes meaning.
 _CONTENT_VERSION = 1
+#: Bytes of a payload's start that find entries it may share (:func:`head_key`).
+HEAD = 1 << 20
+
+
+class RunningDigest:
+    """The digest of bytes seen piece by piece, in order (the same value as
+    :func:`digest` of their concatenation)."""
+
+    def __init__(self) -> None:
+        self._hash = hashlib.sha256()
+        #: Bytes seen so far.
+        self.length = 0
+
+    def update(self, data: mmap.mmap | memoryview | np.ndarray | bytes) -> None:
+        with memoryview(data) as view, view.cast("B") as flat:
+            for start in range(0, len(flat), _BLOCK):
+                self._hash.update(flat[start : start + _BLOCK])
+            self.length += len(flat)
+
+    @property
+    def value(self) -> str:
+        return "sha256:" + self._hash.hexdigest()
 
 
 def digest(data: mmap.mmap | memoryview | np.ndarray | bytes) -> str:
     """``sha256:<hex>`` of a buffer's bytes."""
-    h = hashlib.sha256()
-    with memoryview(data) as view, view.cast("B") as flat:
-        for start in range(0, len(flat), _BLOCK):
-            h.update(flat[start : start + _BLOCK])
-    return "sha256:" + h.hexdigest()
+    running = RunningDigest()
+    running.update(data)
+    return running.value
+
+
+def _payload_text(payload: Payload) -> list[str]:
+    t = payload.transform
+    return [
+        str(payload.length),
+        t.name if t else "raw",
+        str(t.version) if t else "1",
+        t.params if t else repr(payload.raw_descriptor),
+    ]
 
 
 def content_key(payload: Payload, raw_digest: str) -> str:
     """The entry key of ``payload`` whose raw bytes have digest ``raw_digest``."""
-    t = payload.transform
     text = "|".join(
-        [
-            "pullweights-content",
-            str(_CONTENT_VERSION),
-            raw_digest,
-            str(payload.length),
-            t.name if t else "raw",
-            str(t.version) if t else "1",
-            t.params if t else repr(payload.raw_descriptor),
-        ]
+        ["pullweights-content", str(_CONTENT_VERSION), raw_digest, *_payload_text(payload)]
+    )
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def head_key(payload: Payload, head_digest: str) -> str:
+    """The index key under which entries of payloads like ``payload`` whose raw bytes
+    begin with :data:`HEAD` bytes of digest ``head_digest`` are found (a hint, confirmed
+    by the digest of all the bytes: see :meth:`WeightCache.candidate`)."""
+    text = "|".join(
+        ["pullweights-head", str(_CONTENT_VERSION), head_digest, *_payload_text(payload)]
     )
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 

@@ -9,17 +9,15 @@ as one ``(no model)`` row and evicted first, least recently used first.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from pullweights.cache.confined import area, is_area_link, read_inside
+from pullweights.cache.confined import area, is_area_link
 from pullweights.cache.entry import verify_entry
 from pullweights.cache.eviction import scan
 from pullweights.cache.index import iter_index
@@ -36,6 +34,7 @@ from pullweights.cache.removal import clean_staging, empty_trash
 from pullweights.cache.sizes import parse_size
 from pullweights.descriptor import TensorDescriptor
 from pullweights.errors import CacheError
+from pullweights.sources.remote_record import RecordStore, verify_remembered
 
 if TYPE_CHECKING:
     from pullweights.cache.store import WeightCache
@@ -238,15 +237,9 @@ def _remove_models(
 
 
 def remote_files(root: Path, url: str) -> list[Path]:
-    """The files remembering ``url`` in ``root/remote`` (named as
-    :mod:`pullweights.sources.remote` names them)."""
-    from pullweights.sources import remote
-
-    named = getattr(remote, "remembered_paths", None)
-    if callable(named):
-        return list(named(root / "remote", url))
-    stem = hashlib.sha256(url.encode()).hexdigest()[:32]
-    return [root / "remote" / f"{stem}{suffix}" for suffix in (".json", ".head", ".data")]
+    """The files remembering ``url`` in ``root/remote``: record (first), header, copy."""
+    store = RecordStore(root / "remote")
+    return [store.record_path(url), store.head_path(url), store.data_path(url)]
 
 
 def remove_model(cache: WeightCache, name: str) -> ModelInfo:
@@ -382,7 +375,7 @@ def _session_problem(cache: WeightCache, directory: Path, bad: set[str]) -> str 
         try:
             entry = verify_entry(cache.root, entry_dir(cache.root, key), "weights")
         except FileNotFoundError:
-            return f"built from weight entry {key}, which is gone"
+            continue  # evicted or dropped: the session holds a copy of those bytes
         except (CorruptEntry, OSError):
             return f"built from weight entry {key}, which is damaged"
         if entry.fingerprint != fingerprint:
@@ -402,45 +395,20 @@ def _weights_problem(cache: WeightCache, directory: Path) -> str | None:
     return None
 
 
-def _remote_problem(root: Path, path: Path) -> str | None:
-    """What is wrong with a remembered URL record, via the sources' own check if it has
-    one (``pullweights.sources.remote.verify_remembered``), else a check of its shape."""
-    from pullweights.sources import remote
-
-    check = getattr(remote, "verify_remembered", None)
-    if callable(check):
-        result = check(path)
-        return None if result is None else str(result)
-    try:
-        doc: Any = json.loads(read_inside(root, path, limit=1 << 20))
-    except (OSError, ValueError) as exc:
-        return f"remembered URL record is not readable JSON: {exc}"
-    fields = {"url": str, "size": int, "identity": str, "head_length": int}
-    if not isinstance(doc, dict) or any(
-        not isinstance(doc.get(k), t) or isinstance(doc.get(k), bool) for k, t in fields.items()
-    ):
-        return "remembered URL record is malformed"
-    head = path.with_suffix(".head")
-    try:
-        size = os.lstat(head).st_size
-    except OSError:
-        return f"remembered header {head.name} is missing"
-    if size != doc["head_length"] or not 0 <= size <= doc["size"]:
-        return f"remembered header {head.name} has {size} bytes, expected {doc['head_length']}"
-    return None
-
-
 def _verify_remote(cache: WeightCache, remove: bool) -> list[CacheProblem]:
     top = cache.root / "remote"
     if is_area_link(cache.root, "remote") or not top.is_dir():
         return []
     problems = []
     for path in sorted(top.glob("*.json")):
-        problem = _remote_problem(cache.root, path)
+        if path.is_symlink():
+            problem: str | None = "a symbolic link; the cache never follows one"
+        else:
+            problem = verify_remembered(path)
         if problem is None:
             continue
         if remove:
-            for p in (path, path.with_suffix(".head")):
+            for p in (path, path.with_suffix(".head"), path.with_suffix(".data")):
                 if os.path.lexists(p):
                     cache._remove(p.name, p)
         problems.append(CacheProblem(path.stem, path, problem, remove))

@@ -11,8 +11,9 @@ it keeps them whole: a :class:`SessionWriter` hands out a locked staging directo
 ``commit`` checksums and flushes every file, writes the record last and renames the
 directory into ``sessions/`` — the one staged-writer routine of weight entries
 (:mod:`~pullweights.cache.staged`). The record lists the weight entries the session was
-built from (their keys and checksums): a session is only opened while every one of
-them is whole and unchanged, so a damaged entry never survives baked into a session.
+built from (their keys and checksums): a session is not opened while one of them is
+damaged or changed, so a damaged entry never survives baked into a session (one that
+was evicted or dropped is fine: the session holds a copy of its bytes).
 """
 
 from __future__ import annotations

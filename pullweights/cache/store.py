@@ -18,7 +18,7 @@ import numpy as np
 from pullweights.cache import maintenance
 from pullweights.cache.entry import check_files, open_entry, read_record
 from pullweights.cache.eviction import SizeIndex
-from pullweights.cache.index import content_key, digest, lookup, remember
+from pullweights.cache.index import HEAD, content_key, digest, head_key, lookup, remember
 from pullweights.cache.layout import CorruptEntry, check_key, entry_dir, session_dir
 from pullweights.cache.models import ModelRecord, model_path, new_record, read_model, write_model
 from pullweights.cache.record import Record, record_file
@@ -144,7 +144,37 @@ class WeightCache:
             return None
         key = content_key(payload, digest(data))
         self._learn(payload.key, key)
+        with memoryview(data) as view, view.cast("B") as flat:
+            self._learn_head(payload, digest(flat[:HEAD]), key)
         return key
+
+    def _learn_head(self, payload: Payload, head_digest: str, key: str) -> None:
+        if not self.read_only:
+            with contextlib.suppress(OSError):
+                remember(self.root, head_key(payload, head_digest), key)
+
+    def candidate(self, payload: Payload, head: np.ndarray | memoryview) -> str | None:
+        """The content key of a cached entry ``payload`` may share, from its first raw
+        bytes ``head`` (at least :data:`~pullweights.cache.index.HEAD` of them, or all):
+        for a remote payload fetched in pieces, whose content is known only at the end.
+        A hint: confirm it with :meth:`confirm` once every byte is hashed."""
+        with memoryview(head) as view, view.cast("B") as flat:
+            if len(flat) < min(HEAD, payload.length):
+                return None
+            key = lookup(self.root, head_key(payload, digest(flat[:HEAD])))
+        if key is None or key in self._bad or not os.path.lexists(entry_dir(self.root, key)):
+            return None
+        return key
+
+    def confirm(
+        self, payload: Payload, raw_digest: str, candidate: str
+    ) -> dict[str, np.ndarray] | None:
+        """The entry ``candidate`` if ``payload``'s raw bytes (digest ``raw_digest``, see
+        :class:`~pullweights.cache.index.RunningDigest`) are what it was made from."""
+        if content_key(payload, raw_digest) != candidate:
+            return None
+        self._learn(payload.key, candidate)
+        return self._open(candidate, payload)
 
     def _learn(self, source_key: str, key: str) -> None:
         self._content[source_key] = key
@@ -307,6 +337,8 @@ class WeightCache:
     def _committed(self, writer: EntryWriter, record: Record, final: Path) -> dict[str, np.ndarray]:
         """Called by a writer after its commit: index, open, account for it, evict."""
         self._learn(writer.payload.key, record.key)
+        if writer.head_digest is not None:
+            self._learn_head(writer.payload, writer.head_digest, record.key)
         self._bad.discard(record.key)
         arrays = self._open(record.key, writer.payload)
         if arrays is None:
@@ -368,12 +400,14 @@ class WeightCache:
         return directory
 
     def _check_built_from(self, key: str, fingerprint: str) -> None:
-        """Raise CorruptEntry unless weight entry ``key`` is whole and has ``fingerprint``."""
+        """Raise CorruptEntry if weight entry ``key`` is there but damaged or changed (an
+        entry that is gone is fine: a session holds a copy of the bytes it was built from,
+        so it is never wrong because an entry was evicted or dropped after saving)."""
         directory = entry_dir(self.root, key)
         try:
             record = read_record(self.root, directory, "weights")
         except FileNotFoundError:
-            raise CorruptEntry(f"weight entry {key} it was built from is gone") from None
+            return  # evicted or dropped: the session holds its own copy of those bytes
         except CorruptEntry as exc:
             self._damaged(key, directory, f"cache entry {key} is damaged: {exc}")
             raise CorruptEntry(f"weight entry {key} it was built from is damaged") from exc

@@ -36,16 +36,16 @@ import os
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
 import numpy as np
 
-from pullweights.cache.checksum import checksum, remember
+from pullweights.cache.checksum import RunningChecksum, checksum, remember
 from pullweights.cache.confined import area, write_new_file
 from pullweights.cache.entry import array_attributes
-from pullweights.cache.index import content_key, digest
+from pullweights.cache.index import HEAD, RunningDigest, content_key, digest
 from pullweights.cache.layout import (
     ZARR_JSON,
     array_metadata,
@@ -82,6 +82,9 @@ class _PartFile:
     checksum: str | None = None
     #: SHA-256 of bytes given to ``write``, when the content key is made from them.
     digest: str | None = None
+    #: ``write_at``: bytes written so far (in order) and their running checksum.
+    streamed: int = 0
+    running: RunningChecksum = field(default_factory=RunningChecksum)
 
     @property
     def nbytes(self) -> int:
@@ -133,11 +136,11 @@ class EntryWriter(StagedWriter):
         self.key = key
         #: SHA-256 of the payload's raw bytes, if known.
         self.raw_digest = raw_digest
-        if key is None and payload.transform is not None:
-            raise CacheError(
-                f"{payload.describe()}: the content of a transformed payload read from "
-                f"{payload.source.name} is unknown; pass its raw bytes to WeightCache.get first"
-            )
+        #: SHA-256 of the raw bytes given to :meth:`feed_raw` (a transformed payload
+        #: whose content key is made at commit), and how many there were.
+        self._raw = RunningDigest()
+        #: Digest of the first :data:`~pullweights.cache.index.HEAD` raw bytes fed.
+        self._head = RunningDigest()
         self._on_commit = on_commit
         self._on_read_only = on_read_only
         #: False: a read-only cache; the parts stay in memory and nothing is stored.
@@ -272,9 +275,66 @@ class EntryWriter(StagedWriter):
             self.abort()
             raise self._os_error(exc, "store") from exc
         pf.checksum = checksum(flat)
-        if self.key is None:
+        if self.key is None and self.payload.transform is None:
             pf.digest = digest(flat)
         self._written.add(part)
+
+    def write_at(self, part: str, offset: int, data: np.ndarray) -> None:
+        """Copy ``data``'s bytes into ``part`` at byte ``offset``: the next bytes in order.
+
+        For producers that make a part piece by piece (a transform working in row
+        groups): the pieces must come in order and fill the part exactly; the checksum
+        is computed as they pass. Blocking: call it from a worker thread.
+
+        Raises:
+            CacheError: a piece out of order or past the end, or the disk fails.
+        """
+        pf = self._part(part)
+        flat = np.ascontiguousarray(data).reshape(-1).view(np.uint8)
+        if offset != pf.streamed or (self.persist and (pf.array is not None or pf.path is None)):
+            raise CacheError(
+                f"{self.payload.describe()}: part {part} piece at byte {offset} is out of "
+                f"order (expected {pf.streamed})"
+            )
+        if offset + flat.size > pf.nbytes:
+            raise CacheError(
+                f"{self.payload.describe()}: part {part} piece ends at byte "
+                f"{offset + flat.size}, past its {pf.nbytes} bytes"
+            )
+        if not self.persist:  # nothing is stored: the part is assembled in memory
+            if pf.array is None:
+                pf.array = np.empty(pf.shape, to_numpy(pf.dtype))
+            pf.array.reshape(-1).view(np.uint8)[offset : offset + flat.size] = flat
+        else:
+            try:
+                done = 0
+                while done < flat.size:
+                    done += os.pwrite(pf.fd, flat[done : done + _WRITE_BLOCK], offset + done)
+            except OSError as exc:
+                self.abort()
+                raise self._os_error(exc, "store") from exc
+            pf.running.update(flat)
+        if self.key is None and self.payload.transform is None:
+            self.feed_raw(flat)  # a raw payload's part is its raw bytes
+        pf.streamed += flat.size
+        if pf.streamed == pf.nbytes:
+            pf.checksum = pf.running.value
+            self._written.add(part)
+
+    def feed_raw(self, data: np.ndarray | memoryview) -> None:
+        """Give the payload's raw bytes, in order, as they are read: a transformed payload
+        whose content was unknown when writing started gets its content key from them at
+        commit. Blocking (hashes): call it from a worker thread."""
+        with memoryview(data) as view, view.cast("B") as flat:
+            if self._raw.length < HEAD:
+                self._head.update(flat[: HEAD - self._raw.length])
+            self._raw.update(flat)
+
+    @property
+    def head_digest(self) -> str | None:
+        """Digest of the payload's first raw bytes, if they were fed (see :meth:`feed_raw`)."""
+        whole = min(HEAD, self.payload.length)
+        return self._head.value if self._raw.length and self._head.length == whole else None
 
     def _part(self, part: str) -> _PartFile:
         self._check_open()
@@ -336,7 +396,8 @@ class EntryWriter(StagedWriter):
         files: dict[str, StoredFile] = {}
         parts: dict[str, Part] = {}
         raw_digest = self.raw_digest
-        compute = self.key is None  # a raw payload: its one part is the raw bytes
+        # A raw payload whose key is made at commit: its one part is the raw bytes.
+        compute = self.key is None and self.payload.transform is None
         for pf in self._parts.values():
             part = Part(pf.name, pf.dtype, pf.shape)
             parts[pf.name] = part
@@ -353,7 +414,11 @@ class EntryWriter(StagedWriter):
                 files[part.chunk] = StoredFile(part.chunk, pf.nbytes, pf.checksum)
             attrs = array_attributes(files.get(part.chunk) if part.chunk else None)
             if compute:
-                raw_digest = pf.digest if pf.digest is not None else digest(b"")
+                raw_digest = pf.digest
+                if raw_digest is None and self._raw.length == part.nbytes:
+                    raw_digest = self._raw.value
+                if raw_digest is None:
+                    raw_digest = digest(b"")  # an array with no elements
             write_new_file(
                 self.staging / pf.name / ZARR_JSON,
                 array_metadata(pf.dtype, pf.shape, attrs),
@@ -361,6 +426,14 @@ class EntryWriter(StagedWriter):
             )
         p = self.payload
         t = p.transform
+        if self.key is None and t is not None:
+            if self._raw.length != p.length:
+                raise CacheError(
+                    f"{p.describe()}: the content of a transformed payload read from "
+                    f"{p.source.name} is unknown ({self._raw.length} of {p.length} raw bytes "
+                    "were given to feed_raw); nothing was stored"
+                )
+            raw_digest = self._raw.value
         if self.key is None:
             assert raw_digest is not None
             self.raw_digest, self.key = raw_digest, content_key(p, raw_digest)

@@ -15,6 +15,7 @@ from typing import Any
 
 from pullweights.cli.progress import load_progress_bar
 from pullweights.gguf.installed import installed_model_names
+from pullweights.gguf.reader import open_gguf
 from pullweights.memstats import MemoryMonitor
 from pullweights.runtime.context import POLICIES, create_context
 
@@ -59,6 +60,9 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     cache.add_argument("--no-cache", action="store_true", help="do not use the weight cache")
     cache.add_argument("--cache-dir", default=None, help="weight cache directory")
     parser.add_argument("--no-progress", action="store_true", help="no loading progress bar")
+    parser.add_argument(
+        "--offline", action="store_true", help="no network: a URL must have been pulled before"
+    )
     parser.add_argument("--quiet", action="store_true", help="no closing report")
     parser.set_defaults(run=run)
 
@@ -72,6 +76,10 @@ async def run(args: argparse.Namespace) -> int:
     from loaders import GenerationStats, SamplingParams, generate, load_model
 
     inputs: list[str] = list(args.inputs)
+    from pullweights.cli.chat import chat, is_model_spec, model_spec
+
+    if all(is_model_spec(text) for text in inputs):  # a model and no prompt: chat
+        return await chat(model_spec(inputs), args)
     prompt = inputs.pop()
     model: str | list[str] = inputs if len(inputs) > 1 else (inputs or [DEFAULT_MODEL])[0]
     params = SamplingParams(
@@ -90,13 +98,15 @@ async def run(args: argparse.Namespace) -> int:
         start = time.perf_counter()
         bar, progress = load_progress_bar(not args.no_progress and sys.stderr.isatty())
         try:
-            llm = await load_model(
-                model,
-                context=context,
-                context_length=args.context,
-                accuracy_level=args.accuracy_level,
-                progress=progress,
-            )
+            remote_dir = None if context.cache_dir is None else context.cache_dir / "remote"
+            async with await open_gguf(model, remote_dir=remote_dir, offline=args.offline) as gguf:
+                llm = await load_model(
+                    gguf,
+                    context=context,
+                    context_length=args.context,
+                    accuracy_level=args.accuracy_level,
+                    progress=progress,
+                )
         finally:
             if bar is not None:
                 bar.close()

@@ -26,12 +26,14 @@ def small_gguf(path: Path, seed: int = 0) -> Path:
 
 
 async def load(
-    cache_dir: Path | None, model: Path | str, *, remember: bool = False
+    cache_dir: Path | None, model: Path | str, *, remember: bool = False, sessions: bool = True
 ) -> tuple[Graph, np.ndarray]:
     """Build ``model`` (a path or URL) with the cache in ``cache_dir``; its output. With
-    ``remember`` a URL's header is remembered in the cache's ``remote/``."""
+    ``remember`` a URL's header is remembered in the cache's ``remote/``; without
+    ``sessions`` nothing is saved (and a local file's weight entries stay: with saved
+    sessions they are dropped once saved, the sessions holding those bytes)."""
     remote = cache_dir / "remote" if remember and cache_dir is not None else None
-    graph = await build(context(cache_dir), model, remote_dir=remote)
+    graph = await build(context(cache_dir, session_cache=sessions), model, remote_dir=remote)
     out = await run(graph)
     await graph.saved()  # the background save is done (or failed) before the test goes on
     return graph, out

@@ -213,11 +213,8 @@ def test_verify_checks_remembered_url_headers(
     remote.mkdir(parents=True)
     (remote / "0badc0de.json").write_text("{not json")
     (remote / "0badc0de.head").write_bytes(b"GGUF")
-    good = {"url": "http://x/m.gguf", "size": 100, "identity": "http:x", "head_length": 4}
-    (remote / "600d.json").write_text(json.dumps(good))
-    (remote / "600d.head").write_bytes(b"GGUF")
     code, out, err = _run(capsys, "verify", "--cache-dir", str(root))
     assert code == 1 and "Traceback" not in err
-    assert "0badc0de: remembered URL record" in out and "(removed)" in out
-    assert sorted(p.name for p in remote.iterdir()) == ["600d.head", "600d.json"]
+    assert "0badc0de: the record is not JSON" in out and "(removed)" in out
+    assert list(remote.iterdir()) == []
     assert _run(capsys, "verify", "--cache-dir", str(root))[0] == 0

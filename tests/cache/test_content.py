@@ -32,7 +32,8 @@ async def test_a_copy_is_not_transformed_or_stored_again(
     np.testing.assert_array_equal(out, expected)
     cache = WeightCache(root)
     stored = _keys(cache)
-    assert len(stored["weights"]) == 2 and len(stored["session"]) == 1
+    # The weight entries of a local file are dropped once its session is saved.
+    assert len(stored["weights"]) == 0 and len(stored["session"]) == 1
     copy = tmp_path / "elsewhere" / "copy.gguf"
     copy.parent.mkdir()
     shutil.copy(model_file, copy)
@@ -48,6 +49,22 @@ async def test_a_copy_is_not_transformed_or_stored_again(
     assert _keys(cache) == stored and [m.name for m in cache.models()] == [str(model_file)]
     cache.remove_model(str(model_file))
     assert _keys(cache) == {"weights": set(), "session": set()} and cache.models() == []
+
+
+async def test_weight_entries_of_a_copy_are_not_stored_again(
+    tmp_path: Path, model_file: Path, expected: np.ndarray
+) -> None:
+    root = tmp_path / "cache"
+    first, out = await load(root, model_file, sessions=False)  # entries stay
+    assert first.transformed == 2
+    stored = _keys(WeightCache(root))
+    assert len(stored["weights"]) == 2 and not stored["session"]
+    copy = tmp_path / "copy.gguf"
+    shutil.copy(model_file, copy)
+    again, out = await load(root, copy, sessions=False)
+    assert again.transformed == 0 and again.cache_hits == 2
+    np.testing.assert_array_equal(out, expected)
+    assert _keys(WeightCache(root)) == stored
 
 
 def _localhost_is_loopback() -> bool:
@@ -97,5 +114,6 @@ async def test_a_warm_load_hashes_nothing(
     # Without the index (deleted), the content keys are computed again and still match.
     shutil.rmtree(root / "index")
     third, out = await load(root, model_file)
-    assert third.from_saved_session and third.transformed == 0 and len(hashed) == 2
+    # Each payload hashed once whole, and its first MiB for the index of heads.
+    assert third.from_saved_session and third.transformed == 0 and len(hashed) == 4
     np.testing.assert_array_equal(out, expected)

@@ -13,6 +13,7 @@ from pullweights.cache import WeightCache
 from pullweights.cache.checksum import forget
 from tests.cache.graphs import load
 from tests.graph.test_session_cache import build, context
+from tests.servers.static_aiohttp import AiohttpStaticServer
 
 
 def _flip(path: Path, offset: int) -> None:
@@ -33,10 +34,20 @@ def _fresh_memo() -> None:
     forget()  # each test reads files as a new process would
 
 
+def _url(server: AiohttpStaticServer) -> str:
+    """The model over HTTP: a remote model keeps its weight entries next to its saved
+    session (a local file's are dropped once the session is saved)."""
+    return f"http://127.0.0.1:{server.port}/model.gguf"
+
+
 async def test_a_flipped_entry_rebuilds_the_entry_and_the_session(
-    tmp_path: Path, model_file: Path, expected: np.ndarray, caplog: pytest.LogCaptureFixture
+    tmp_path: Path,
+    server: AiohttpStaticServer,
+    expected: np.ndarray,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     root = tmp_path / "cache"
+    model_file = _url(server)
     await load(root, model_file)
     cache = WeightCache(root)
     [session] = [e for e in cache.entries() if e.kind == "session"]
@@ -71,11 +82,12 @@ async def test_a_damaged_entry_is_never_baked_into_a_session(
 
 
 async def test_verify_removes_a_session_with_its_damaged_entry(
-    tmp_path: Path, model_file: Path, expected: np.ndarray
+    tmp_path: Path, server: AiohttpStaticServer, expected: np.ndarray
 ) -> None:
     """The old failure: verify removed the bad entry, then said "ok" while the session
     built from it kept giving wrong results."""
     root = tmp_path / "cache"
+    model_file = _url(server)
     await load(root, model_file)
     cache = WeightCache(root)
     _flip(_largest_chunk(cache), 4242)
@@ -91,16 +103,24 @@ async def test_verify_removes_a_session_with_its_damaged_entry(
     assert not again.from_saved_session
 
 
-async def test_a_removed_entry_invalidates_its_sessions(
-    tmp_path: Path, model_file: Path, expected: np.ndarray
+async def test_a_session_outlives_the_entries_it_was_built_from(
+    tmp_path: Path, server: AiohttpStaticServer, model_file: Path, expected: np.ndarray
 ) -> None:
+    """It holds a copy of their bytes: an evicted (or, for a local file, dropped) entry
+    does not make it wrong, only a damaged one does."""
     root = tmp_path / "cache"
-    await load(root, model_file)
+    await load(root, _url(server))
     cache = WeightCache(root)
     victim = next(e for e in cache.entries() if e.kind == "weights")
     assert cache.remove(victim.key)
-    again, out = await load(root, model_file)
-    assert not again.from_saved_session and again.transformed == 1
+    again, out = await load(root, _url(server))
+    assert again.from_saved_session and cache.verify() == []
+    np.testing.assert_array_equal(out, expected)
+    local = tmp_path / "local"
+    await load(local, model_file)
+    assert [e.kind for e in WeightCache(local).entries()] == ["session"]  # entries dropped
+    again, out = await load(local, model_file)
+    assert again.from_saved_session
     np.testing.assert_array_equal(out, expected)
 
 
@@ -114,5 +134,6 @@ async def test_a_zeroed_page_of_a_saved_session_is_caught(
         f.seek(8192)
         f.write(b"\0" * 4096)
     again, out = await load(root, model_file)
-    assert not again.from_saved_session and again.transformed == 0  # entries are fine
+    # Rebuilt: its entries had been dropped, so the weights are made again from the file.
+    assert not again.from_saved_session and again.transformed == 2
     np.testing.assert_array_equal(out, expected)
