@@ -135,7 +135,7 @@ async def load_llm(model: ModelSpec, args: argparse.Namespace, *, slots: int = 1
     offline = bool(getattr(args, "offline", False))
     try:
         async with await open_gguf(model, remote_dir=remote_dir, offline=offline) as gguf:
-            return await load_model(
+            llm = await load_model(
                 gguf,
                 context=context,
                 context_length=getattr(args, "context", None),
@@ -143,6 +143,9 @@ async def load_llm(model: ModelSpec, args: argparse.Namespace, *, slots: int = 1
                 progress=progress,
                 slots=slots,
             )
+            if context.cache is not None and isinstance(model, str):
+                context.cache.register_model(gguf.source, name=model)  # for `cache list`
+            return llm
     finally:
         if bar is not None:
             bar.close()

@@ -107,6 +107,8 @@ async def run(args: argparse.Namespace) -> int:
                     accuracy_level=args.accuracy_level,
                     progress=progress,
                 )
+                if context.cache is not None and isinstance(model, str):
+                    context.cache.register_model(gguf.source, name=model)  # for `cache list`
         finally:
             if bar is not None:
                 bar.close()
