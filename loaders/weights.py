@@ -19,11 +19,9 @@ Activations are 2-D ``[tokens, features]`` throughout.
 from __future__ import annotations
 
 import numpy as np
-from gguf import GGMLQuantizationType
 
 from pullweights.errors import FormatError, GraphError
 from pullweights.gguf.layouts import (
-    DequantizeTransform,
     MatMulNBitsTransform,
     Role,
     choose_transform,
@@ -39,10 +37,11 @@ __all__ = ["WeightMap"]
 class WeightMap:
     """Declares the tensors of one GGUF file in one builder, each payload once.
 
-    A tensor's layout comes from :func:`~pullweights.gguf.layouts.choose_transform` for its
-    first role: quantized matrices (``matmul``, ``embedding``) get the ``MatMulNBits``
-    layout, F32 tensors are views, and other float types (F16, BF16) are dequantized to
-    float32 for matrices (``DequantizeTransform``; cached) or cast in the graph for norms.
+    A tensor's layout is :func:`~pullweights.gguf.layouts.choose_transform`'s for its
+    first role, nothing else (so ``pullweights inspect`` shows what is built): quantized
+    matrices (``matmul``, ``embedding``) get the ``MatMulNBits`` layout, F32 tensors are
+    views, and other float types (F16, BF16, F64; :mod:`pullweights.gguf.plain`) are
+    dequantized to float32 for matrices (cached) or viewed and cast in the graph for norms.
 
     Args:
         builder: the graph under construction.
@@ -88,8 +87,6 @@ class WeightMap:
         if payload is None:
             tensor = self.tensor(name)
             transform = choose_transform(tensor.ggml_type, tensor.shape, role)
-            if transform is None and role != "dense" and tensor.ggml_type not in _FLOAT32:
-                transform = DequantizeTransform(tensor.ggml_type, tensor.shape, "float32")
             payload = tensor.payload(transform)
             self._payloads[name] = payload
         return payload
@@ -198,6 +195,3 @@ def _unpack_codes(b: GraphBuilder, packed: Operand, bits: int) -> Operand:
         whole = rest
     stacked = b.concat(fields, axis=len(shape))
     return b.reshape(stacked, (*shape[:-1], last * per_byte))
-
-
-_FLOAT32 = (GGMLQuantizationType.F32,)
