@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 from pullweights.errors import SourceError
+from pullweights.filetypes import describe_directory
 from pullweights.sources.base import ByteSource
 
 __all__ = ["FileSource"]
@@ -26,6 +27,8 @@ class FileSource(ByteSource):
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self.name = str(self.path)
+        if self.path.is_dir():
+            raise SourceError(describe_directory(self.path))
         try:
             fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
         except OSError as exc:
