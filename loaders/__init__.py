@@ -13,12 +13,15 @@ Example::
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from loaders.blocks import Architecture
 from loaders.config import DEFAULT_CONTEXT, ModelConfig
 from loaders.gemma3 import GEMMA3
 from loaders.generate import GenerationStats, encode_prompt, generate, generate_tokens
 from loaders.llama import LLAMA
 from loaders.model import LanguageModel, LoadStats, build_model
+from loaders.plan import LoadPlan
 from loaders.qwen2 import QWEN2
 from loaders.sampling import SamplingParams
 from pullweights.errors import UnsupportedError
@@ -32,6 +35,7 @@ __all__ = [
     "Architecture",
     "GenerationStats",
     "LanguageModel",
+    "LoadPlan",
     "LoadStats",
     "ModelConfig",
     "SamplingParams",
@@ -69,6 +73,7 @@ async def load_model(
     context_length: int | None = None,
     accuracy_level: int | None = None,
     progress: ProgressCallback | None = None,
+    on_plan: Callable[[LoadPlan], object] | None = None,
 ) -> LanguageModel:
     """Open a GGUF model, build its decoder graph, pull its weights and compile.
 
@@ -79,10 +84,15 @@ async def load_model(
         context: where to compile and run (policy, threads, weight cache); default
             :func:`pullweights.create_context`.
         context_length: positions the KV cache holds (default
-            :data:`DEFAULT_CONTEXT`, at most the model's training context).
+            :data:`DEFAULT_CONTEXT`); a larger value than the model's training context is
+            capped to it (:attr:`LoadPlan.context_capped` tells).
         accuracy_level: ``MatMulNBits`` accuracy level (default: 4, int8 activations;
             0 computes with exact float activations).
         progress: called with a :class:`~pullweights.events.Progress` per weight pulled.
+        on_plan: called (and awaited, if it returns an awaitable) with the
+            :class:`LoadPlan` once the header is read and before any weight is pulled:
+            the config, the context length the load uses, the metadata, and a way to
+            count a prompt's tokens. An exception it raises ends the load.
 
     Raises:
         UnsupportedError: an architecture or tensor type that is not handled.
@@ -90,11 +100,11 @@ async def load_model(
         SourceError: the file cannot be read.
     """
     if isinstance(model, GGUFFile):
-        return await _load(model, context, context_length, accuracy_level, progress)
+        return await _load(model, context, context_length, accuracy_level, progress, on_plan)
     context = context or create_context()
     remote_dir = None if context.cache_dir is None else context.cache_dir / "remote"
     async with await open_gguf(model, remote_dir=remote_dir) as gguf:
-        return await _load(gguf, context, context_length, accuracy_level, progress)
+        return await _load(gguf, context, context_length, accuracy_level, progress, on_plan)
 
 
 async def _load(
@@ -103,6 +113,7 @@ async def _load(
     context_length: int | None,
     accuracy_level: int | None,
     progress: ProgressCallback | None,
+    on_plan: Callable[[LoadPlan], object] | None,
 ) -> LanguageModel:
     return await build_model(
         gguf,
@@ -111,4 +122,5 @@ async def _load(
         context_length=context_length,
         accuracy_level=accuracy_level,
         progress=progress,
+        on_plan=on_plan,
     )
