@@ -113,7 +113,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         default=None,
         metavar="{0..4}",
         help="MatMulNBits accuracy level. Default 4: int8 activations, fast. 0: exact float "
-        "activations (agrees with a float64 reference to 1e-4) but decodes about 30x slower",
+        "activations (agrees with a float64 reference to 1e-4) but decodes 30-50x slower",
     )
     cache = parser.add_mutually_exclusive_group()
     cache.add_argument("--no-cache", action="store_true", help="do not use the weight cache")
