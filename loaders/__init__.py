@@ -14,19 +14,31 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from loaders.blocks import Architecture
 from loaders.config import DEFAULT_CONTEXT, ModelConfig
 from loaders.gemma3 import GEMMA3
-from loaders.generate import GenerationStats, encode_prompt, generate, generate_tokens
+from loaders.generate import (
+    GenerationStats,
+    Step,
+    TextChunk,
+    encode_prompt,
+    generate,
+    generate_chunks,
+    generate_steps,
+    generate_tokens,
+)
 from loaders.llama import LLAMA
 from loaders.model import LanguageModel, LoadStats, build_model
 from loaders.plan import LoadPlan
 from loaders.qwen2 import QWEN2
 from loaders.sampling import SamplingParams
+from loaders.slots import KVSlot, SlotPool
 from pullweights.errors import UnsupportedError
 from pullweights.events import ProgressCallback
 from pullweights.gguf.reader import GGUFFile, ModelSpec, open_gguf
+from pullweights.graph.stages import StagePlan
 from pullweights.runtime.context import Context, create_context
 
 __all__ = [
@@ -34,14 +46,20 @@ __all__ = [
     "DEFAULT_CONTEXT",
     "Architecture",
     "GenerationStats",
+    "KVSlot",
     "LanguageModel",
     "LoadPlan",
     "LoadStats",
     "ModelConfig",
     "SamplingParams",
+    "SlotPool",
+    "Step",
+    "TextChunk",
     "architecture_for",
     "encode_prompt",
     "generate",
+    "generate_chunks",
+    "generate_steps",
     "generate_tokens",
     "load_model",
 ]
@@ -73,6 +91,8 @@ async def load_model(
     context_length: int | None = None,
     accuracy_level: int | None = None,
     progress: ProgressCallback | None = None,
+    stages: StagePlan = "auto",
+    slots: int = 1,
     on_plan: Callable[[LoadPlan], object] | None = None,
 ) -> LanguageModel:
     """Open a GGUF model, build its decoder graph, pull its weights and compile.
@@ -89,6 +109,13 @@ async def load_model(
         accuracy_level: ``MatMulNBits`` accuracy level (default: 4, int8 activations;
             0 computes with exact float activations).
         progress: called with a :class:`~pullweights.events.Progress` per weight pulled.
+        stages: how the decoder is cut into stages, each its own onnxruntime session
+            compiled as soon as its weights have arrived (see
+            :meth:`pullweights.GraphBuilder.build`; ``1`` compiles one session).
+        slots: how many sequences may generate at once (:attr:`LanguageModel.slots`); each
+            slot is a KV cache that uses memory as its sequence grows (up to
+            ``2 * layers * kv_heads * context * head_dim * 4`` bytes) and keeps its tokens
+            for prefix reuse. More generations than slots wait for one.
         on_plan: called (and awaited, if it returns an awaitable) with the
             :class:`LoadPlan` once the header is read and before any weight is pulled:
             the config, the context length the load uses, the metadata, and a way to
@@ -99,28 +126,21 @@ async def load_model(
         FormatError: metadata or tensors the architecture needs are missing or malformed.
         SourceError: the file cannot be read.
     """
+    options = {
+        "context_length": context_length,
+        "accuracy_level": accuracy_level,
+        "progress": progress,
+        "stages": stages,
+        "slots": slots,
+        "on_plan": on_plan,
+    }
     if isinstance(model, GGUFFile):
-        return await _load(model, context, context_length, accuracy_level, progress, on_plan)
+        return await _load(model, context, options)
     context = context or create_context()
     remote_dir = None if context.cache_dir is None else context.cache_dir / "remote"
     async with await open_gguf(model, remote_dir=remote_dir) as gguf:
-        return await _load(gguf, context, context_length, accuracy_level, progress, on_plan)
+        return await _load(gguf, context, options)
 
 
-async def _load(
-    gguf: GGUFFile,
-    context: Context | None,
-    context_length: int | None,
-    accuracy_level: int | None,
-    progress: ProgressCallback | None,
-    on_plan: Callable[[LoadPlan], object] | None,
-) -> LanguageModel:
-    return await build_model(
-        gguf,
-        architecture_for(gguf.architecture),
-        context=context,
-        context_length=context_length,
-        accuracy_level=accuracy_level,
-        progress=progress,
-        on_plan=on_plan,
-    )
+async def _load(gguf: GGUFFile, context: Context | None, options: dict[str, Any]) -> LanguageModel:
+    return await build_model(gguf, architecture_for(gguf.architecture), context=context, **options)

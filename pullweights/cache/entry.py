@@ -26,19 +26,38 @@ from pullweights.cache.layout import (
 )
 from pullweights.dtypes import to_numpy
 
-__all__ = ["checksum", "check_files", "open_entry", "verify_entry"]
+__all__ = ["RunningChecksum", "checksum", "check_files", "open_entry", "verify_entry"]
 
 #: Bytes hashed per call: zlib releases the GIL for each block.
 _HASH_BLOCK = 8 << 20
 
 
+class RunningChecksum:
+    """The checksum of bytes seen piece by piece, in order (same value as :func:`checksum`
+    of their concatenation)."""
+
+    __slots__ = ("_crc",)
+
+    def __init__(self) -> None:
+        self._crc = 0
+
+    def update(self, data: mmap.mmap | np.ndarray | bytes) -> None:
+        """Add the next bytes."""
+        with memoryview(data) as view, view.cast("B") as flat:
+            for start in range(0, len(flat), _HASH_BLOCK):
+                self._crc = zlib.crc32(flat[start : start + _HASH_BLOCK], self._crc)
+
+    @property
+    def value(self) -> str:
+        """The tagged checksum, e.g. ``crc32:1c291ca3``."""
+        return f"crc32:{self._crc:08x}"
+
+
 def checksum(data: mmap.mmap | np.ndarray | bytes) -> str:
     """Checksum of a buffer's bytes, tagged with its algorithm: ``crc32:1c291ca3``."""
-    crc = 0
-    with memoryview(data) as view, view.cast("B") as flat:
-        for start in range(0, len(flat), _HASH_BLOCK):
-            crc = zlib.crc32(flat[start : start + _HASH_BLOCK], crc)
-    return f"crc32:{crc:08x}"
+    running = RunningChecksum()
+    running.update(data)
+    return running.value
 
 
 def _chunk_path(directory: Path, part: PartRecord) -> Path | None:

@@ -38,7 +38,7 @@ from types import TracebackType
 
 import numpy as np
 
-from pullweights.cache.entry import check_files, checksum
+from pullweights.cache.entry import RunningChecksum, check_files, checksum
 from pullweights.cache.layout import (
     ZARR_JSON,
     CorruptEntry,
@@ -84,6 +84,9 @@ class _PartFile:
     #: Checksum of bytes given to ``write`` (None once the part is mapped).
     digest: str | None = None
     dirs: list[Path] = field(default_factory=list)
+    #: ``write_at``: bytes written so far (in order) and their running checksum.
+    streamed: int = 0
+    running: RunningChecksum = field(default_factory=RunningChecksum)
 
     @property
     def nbytes(self) -> int:
@@ -240,6 +243,41 @@ class EntryWriter:
             raise self._os_error(exc, "store") from exc
         pf.digest = checksum(flat)
         self._written.add(part)
+
+    def write_at(self, part: str, offset: int, data: np.ndarray) -> None:
+        """Copy ``data``'s bytes into ``part`` at byte ``offset``: the next bytes in order.
+
+        For producers that make a part piece by piece (a transform working in row
+        groups): the pieces must come in order and fill the part exactly; the checksum
+        is computed as they pass. Blocking: call it from a worker thread.
+
+        Raises:
+            CacheError: a piece out of order or past the end, or the disk fails.
+        """
+        pf = self._part(part)
+        flat = np.ascontiguousarray(data).reshape(-1).view(np.uint8)
+        if pf.array is not None or pf.path is None or offset != pf.streamed:
+            raise CacheError(
+                f"{self.payload.describe()}: part {part} piece at byte {offset} is out of "
+                f"order (expected {pf.streamed})"
+            )
+        if offset + flat.size > pf.nbytes:
+            raise CacheError(
+                f"{self.payload.describe()}: part {part} piece ends at byte "
+                f"{offset + flat.size}, past its {pf.nbytes} bytes"
+            )
+        try:
+            done = 0
+            while done < flat.size:
+                done += os.pwrite(pf.fd, flat[done : done + _WRITE_BLOCK], offset + done)
+        except OSError as exc:
+            self.abort()
+            raise self._os_error(exc, "store") from exc
+        pf.running.update(flat)
+        pf.streamed += flat.size
+        if pf.streamed == pf.nbytes:
+            pf.digest = pf.running.value
+            self._written.add(part)
 
     def _part(self, part: str) -> _PartFile:
         if self._state != "open":

@@ -28,7 +28,7 @@ from pullweights.errors import PullWeightsError
 
 __all__ = ["main"]
 
-SUBCOMMANDS = ("run", "inspect", "pull", "cache")
+SUBCOMMANDS = ("run", "chat", "serve", "inspect", "pull", "cache", "profile", "bench", "export")
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:

@@ -1,148 +1,282 @@
-"""Which of ``pullweights run``'s words name the model and which is the prompt.
+"""Options shared by the commands that load an LLM and generate (``run``, ``chat``, ``serve``).
 
-``run [MODEL ...] PROMPT`` (options anywhere), or ``run -m MODEL [-m PART ...] PROMPT``, or
-``run ... -p PROMPT``. Without ``-m``, the leading words that name a model are the model:
+:func:`add_load_arguments` declares where and how a model loads (context length, policy,
+threads, accuracy level, weight cache, progress, offline) and :func:`load_llm` loads one
+with them; :func:`add_sampling_arguments` / :func:`sampling_from_args` do the same for
+sampling. Every function reads its options with defaults, so a namespace from another
+command works too.
 
-* a path that exists (several paths: part files in order, concatenated they are the GGUF),
-* an ``http://`` or ``https://`` URL (alone),
-* an installed model name (``gemma3-270m``, ``qwen2.5-coder-0.5b``; alone).
+Sampling defaults are chosen for the demo model, a small *base* model that loops under
+greedy decoding ("It is the capital of the country of France." over and over):
+temperature 0.7, top-p 0.9 and a repetition penalty of 1.1, drawn with seed 0 — so a run
+is reproducible, and :func:`describe_sampling` says how to reproduce it. ``--greedy``
+takes the most likely token every time (and no repetition penalty unless one is given).
 
-The word after them is the prompt. When the *first* word names no model it is the prompt
-for the default model only if it contains whitespace (``run "The capital of France is"``):
-a single word that names nothing (``run qwen2.5 hello``, a mistyped file name) is an
-error listing the installed models, never silently a prompt. A one-word prompt for the
-default model is given with ``-p``: ``run -p Hello``. Exactly one prompt: quote it.
+A load reports on stderr through :class:`~pullweights.cli.progress.LoadReporter` (one bar
+on a terminal, a few lines otherwise) and states a ``--context`` above the model's
+training context as capped.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Sequence
-from dataclasses import dataclass
+import argparse
+import inspect
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from pullweights.cli.parsing import UsageError
-from pullweights.gguf.installed import (
-    INSTALLED_MODELS,
-    installed_model_available,
-    installed_model_names,
-)
+from pullweights.cli.parsing import UsageError, at_least, number
+from pullweights.cli.progress import LoadReporter, report_mode
+from pullweights.gguf.installed import installed_model_names
+from pullweights.gguf.reader import open_gguf
+from pullweights.runtime.context import POLICIES, Context, create_context
 
-__all__ = ["DEFAULT_MODEL", "ModelAndPrompt", "installed_summary", "split_model_and_prompt"]
+if TYPE_CHECKING:
+    from loaders import LanguageModel, LoadPlan, SamplingParams
 
-#: The model ``run`` uses when none is named (installed by the ``demo`` extra).
+__all__ = [
+    "DEFAULT_MODEL",
+    "SAMPLING_DEFAULTS",
+    "ModelSpec",
+    "add_load_arguments",
+    "add_sampling_arguments",
+    "context_from_args",
+    "describe_sampling",
+    "is_model_spec",
+    "load_llm",
+    "model_spec",
+    "sampling_from_args",
+]
+
 DEFAULT_MODEL = "gemma3-270m"
 
+ModelSpec = str | list[str]
 
-@dataclass(frozen=True)
-class ModelAndPrompt:
-    """What ``run`` loads (one name, path or URL, or part paths) and the prompt."""
-
-    model: str | list[str]
-    prompt: str
-
-    @property
-    def model_text(self) -> str:
-        return self.model if isinstance(self.model, str) else " ".join(self.model)
+#: The sampling defaults of the CLI.
+SAMPLING_DEFAULTS: dict[str, float | int] = {
+    "temperature": 0.7,
+    "top_p": 0.9,
+    "repetition_penalty": 1.1,
+    "seed": 0,
+}
 
 
-def _is_url(text: str) -> bool:
-    return text[:8].lower().startswith(("http://", "https://"))
+def model_spec(inputs: list[str]) -> ModelSpec:
+    """A model given on the command line: one name, path or URL, or part paths in order."""
+    if not inputs:
+        return DEFAULT_MODEL
+    return inputs[0] if len(inputs) == 1 else list(inputs)
 
 
-def _kind(word: str) -> str | None:
-    """``"url"``, ``"installed"`` or ``"path"`` when ``word`` names a model, else None."""
-    if _is_url(word):
-        return "url"
-    if os.path.exists(word):
-        return "path"
-    if word in INSTALLED_MODELS:
-        return "installed"
-    return None
+def is_model_spec(text: str) -> bool:
+    """Whether ``text`` names a model (an installed name, an existing file, an HTTP URL)
+    rather than a prompt."""
+    if text in installed_model_names() or text.startswith(("http://", "https://")):
+        return True
+    try:
+        return Path(text).is_file()
+    except (OSError, ValueError):
+        return False
 
 
-def installed_summary() -> str:
-    """``installed: a, b; not installed: c (pip install ...)`` for messages."""
-    have = [n for n in installed_model_names() if installed_model_available(n)]
-    missing = [n for n in installed_model_names() if n not in have]
-    text = f"installed: {', '.join(have) or 'none'}"
-    if missing:
-        hints = "; ".join(f"{n} ({INSTALLED_MODELS[n].install_hint})" for n in missing)
-        text += f"; not installed: {hints}"
-    return text
+def add_load_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--context``, ``--policy``, ``--threads``, ``--accuracy-level``, the cache options,
+    ``--no-progress``, ``--offline``."""
+    parser.add_argument(
+        "--context",
+        type=at_least(1),
+        default=None,
+        metavar="N",
+        help="positions the KV cache holds, prompt and generated text together (default "
+        "4096; above the model's training context it is capped to it, with a note)",
+    )
+    parser.add_argument("--policy", choices=POLICIES, default="default", help="compute policy")
+    parser.add_argument(
+        "--threads",
+        type=at_least(1),
+        default=None,
+        metavar="N",
+        help="onnxruntime intra-op threads (default: the policy's: physical cores)",
+    )
+    parser.add_argument(
+        "--accuracy-level",
+        type=int,
+        choices=range(5),
+        default=None,
+        metavar="{0..4}",
+        help="MatMulNBits accuracy level. Default 4: int8 activations, fast. 0: exact float "
+        "activations (agrees with a float64 reference to 1e-4) but decodes 30-50x slower",
+    )
+    cache = parser.add_mutually_exclusive_group()
+    cache.add_argument("--no-cache", action="store_true", help="do not use the weight cache")
+    cache.add_argument("--cache-dir", default=None, help="weight cache directory")
+    parser.add_argument("--no-progress", action="store_true", help="no loading progress")
+    parser.add_argument(
+        "--offline", action="store_true", help="no network: a URL must have been pulled before"
+    )
 
 
-def _not_a_model(word: str, *, as_prompt: bool = True) -> UsageError:
-    text = f"{word!r} is not a file, a URL or an installed model name ({installed_summary()})"
-    if as_prompt:
-        text += (
-            f'. A prompt for the default model ({DEFAULT_MODEL}) contains a space ("The '
-            f'capital of France is"), or is given with -p: pullweights run -p {word!r}'
-        )
-    return UsageError(text)
+def add_sampling_arguments(parser: argparse.ArgumentParser, *, max_tokens: int) -> None:
+    """``--max-tokens``, ``--greedy``, ``--temperature``, ``--top-k``, ``--top-p``,
+    ``--repetition-penalty``, ``--seed``, ``--stop``."""
+    parser.add_argument(
+        "--max-tokens",
+        type=at_least(1),
+        default=max_tokens,
+        metavar="N",
+        help=f"tokens to generate (default {max_tokens})",
+    )
+    group = parser.add_argument_group("sampling")
+    group.add_argument(
+        "--greedy",
+        action="store_true",
+        help="always take the most likely token (deterministic; no repetition penalty "
+        "unless --repetition-penalty is given)",
+    )
+    group.add_argument(
+        "--temperature",
+        type=number(0.0),
+        default=None,
+        help=f"softmax temperature (default {SAMPLING_DEFAULTS['temperature']}; 0 is greedy)",
+    )
+    group.add_argument(
+        "--top-k", type=at_least(0), default=0, help="keep the k most likely tokens (0: all)"
+    )
+    group.add_argument(
+        "--top-p",
+        type=number(0.0, 1.0, above=True),
+        default=None,
+        help=f"nucleus: the most likely tokens holding this probability (default "
+        f"{SAMPLING_DEFAULTS['top_p']}; 1: all)",
+    )
+    group.add_argument(
+        "--repetition-penalty",
+        type=number(0.0, above=True),
+        default=None,
+        help="divide the scores of tokens already seen (default "
+        f"{SAMPLING_DEFAULTS['repetition_penalty']}; 1: none)",
+    )
+    group.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help=f"seed of the draws (default {SAMPLING_DEFAULTS['seed']}: the same text on every run)",
+    )
+    group.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
 
 
-def split_model_and_prompt(
-    words: Sequence[str], models: Sequence[str] | None = None, prompt: str | None = None
-) -> ModelAndPrompt:
-    """Split ``run``'s positional ``words`` into model and prompt (see the module docs).
-
-    Args:
-        words: the positionals, in order.
-        models: the ``-m/--model`` values (part paths when several), if given.
-        prompt: the ``-p/--prompt`` value, if given.
+def sampling_from_args(args: argparse.Namespace, *, max_tokens: int = 1024) -> SamplingParams:
+    """The sampling options as :class:`~loaders.SamplingParams` (defaults: see the module
+    docs).
 
     Raises:
-        UsageError: a first word that names no model and is no prompt, no prompt, two
-            prompts, or words left over.
+        UsageError: ``--greedy`` with a ``--temperature`` other than 0.
     """
-    words = list(words)
-    if models:
-        model: str | list[str] = list(models) if len(models) > 1 else models[0]
-        for m in [model] if isinstance(model, str) else model:
-            if _kind(m) is None:
-                raise _not_a_model(m, as_prompt=False)
+    from loaders import SamplingParams
+
+    greedy_flag = bool(getattr(args, "greedy", False))
+    temperature = getattr(args, "temperature", None)
+    if greedy_flag and temperature not in (None, 0.0):
+        raise UsageError(f"--greedy and --temperature {temperature:g} contradict each other")
+    greedy = greedy_flag or temperature == 0.0
+
+    def pick(name: str, greedy_value: float | int) -> float | int:
+        value = getattr(args, name, None)
+        if value is not None:
+            return value  # type: ignore[no-any-return]
+        return greedy_value if greedy else SAMPLING_DEFAULTS[name]
+
+    return SamplingParams(
+        temperature=0.0 if greedy else float(pick("temperature", 0.0)),
+        top_k=getattr(args, "top_k", 0),
+        top_p=float(pick("top_p", 1.0)),
+        repetition_penalty=float(pick("repetition_penalty", 1.0)),
+        seed=int(pick("seed", 0)),
+        max_tokens=getattr(args, "max_tokens", max_tokens),
+        stop=list(getattr(args, "stop", [])),
+    )
+
+
+def describe_sampling(params: SamplingParams) -> str:
+    """``temperature 0.7, top-p 0.9, repetition penalty 1.1, seed 0`` or ``greedy``."""
+    parts: list[str] = []
+    if params.greedy:
+        parts.append("greedy")
     else:
-        taken = _leading_model(words)
-        model = DEFAULT_MODEL if not taken else (taken if len(taken) > 1 else taken[0])
-        if not taken and words and prompt is None and not any(c.isspace() for c in words[0]):
-            raise _not_a_model(words[0])
-        if not taken and words and prompt is not None:
-            raise _not_a_model(words[0], as_prompt=False)
-        words = words[len(taken) :]
-    if prompt is not None:
-        if words:
-            raise UsageError(f"a prompt is given with -p; {words[0]!r} is left over")
-        return ModelAndPrompt(model, prompt)
-    if not words:
-        raise UsageError(
-            f"no PROMPT after the model {_quoted(model)}: give the text to complete "
-            f'(pullweights run {_quoted(model)} "Once upon a time")'
-        )
-    if len(words) > 1:
-        raise UsageError(
-            f"one PROMPT, quoted, follows the model; got {len(words)} words after "
-            f"{_quoted(model)}: {' '.join(map(repr, words))}"
-        )
-    return ModelAndPrompt(model, words[0])
+        parts.append(f"temperature {params.temperature:g}")
+        if params.top_k:
+            parts.append(f"top-k {params.top_k}")
+        if params.top_p < 1.0:
+            parts.append(f"top-p {params.top_p:g}")
+    if params.repetition_penalty != 1.0:
+        parts.append(f"repetition penalty {params.repetition_penalty:g}")
+    if not params.greedy:
+        parts.append(f"seed {params.seed}")
+    return ", ".join(parts)
 
 
-def _leading_model(words: list[str]) -> list[str]:
-    """The leading words that name the model: one URL or installed name, or paths."""
-    if not words:
-        return []
-    first = _kind(words[0])
-    if first is None:
-        return []
-    if first != "path":
-        return words[:1]
-    # Several existing paths are part files, in order (a prompt is never a path).
-    taken = [words[0]]
-    for word in words[1:]:
-        if _kind(word) != "path":
-            break
-        taken.append(word)
-    return taken
+def context_from_args(args: argparse.Namespace) -> Context:
+    """The :class:`~pullweights.Context` of the load options (policy, threads, cache)."""
+    cache_dir: Any = getattr(args, "cache_dir", None) or "default"
+    if getattr(args, "no_cache", False):
+        cache_dir = None
+    return create_context(
+        getattr(args, "policy", "default"),
+        cache_dir=cache_dir,
+        intra_op_threads=getattr(args, "threads", None),
+    )
 
 
-def _quoted(model: str | list[str]) -> str:
-    return model if isinstance(model, str) else " ".join(model)
+#: ``load_llm``'s extra check, called with the plan and the reporter (for notes).
+PlanCheck = Callable[["LoadPlan", LoadReporter], object]
+
+
+async def load_llm(
+    model: ModelSpec,
+    args: argparse.Namespace,
+    *,
+    slots: int = 1,
+    context: Context | None = None,
+    check: PlanCheck | None = None,
+) -> LanguageModel:
+    """Load ``model`` with the load options of ``args``, reporting on stderr (a bar on a
+    terminal, a few lines otherwise; nothing with ``--no-progress`` or ``--quiet``).
+
+    Before any weight is pulled, a ``--context`` above the model's training context is
+    stated as capped and ``check(plan, reporter)`` (may be async) runs; an exception it
+    raises ends the load.
+
+    Raises:
+        PullWeightsError: the model cannot be opened, read or built.
+    """
+    from loaders import load_model
+
+    context = context or context_from_args(args)
+    quiet = getattr(args, "no_progress", False) or getattr(args, "quiet", False)
+    remote_dir = None if context.cache_dir is None else context.cache_dir / "remote"
+    offline = bool(getattr(args, "offline", False))
+    name = model if isinstance(model, str) else " ".join(model)
+    with LoadReporter(report_mode(enabled=not quiet)) as reporter:
+
+        async def on_plan(plan: LoadPlan) -> None:
+            if plan.context_capped:
+                reporter.note(
+                    f"--context {plan.requested_context} is more than {name}'s training "
+                    f"context of {plan.config.train_context} positions: using --context "
+                    f"{plan.context_length}"
+                )
+            if check is not None:
+                checked = check(plan, reporter)
+                if inspect.isawaitable(checked):
+                    await checked
+
+        async with await open_gguf(model, remote_dir=remote_dir, offline=offline) as gguf:
+            return await load_model(
+                gguf,
+                context=context,
+                context_length=getattr(args, "context", None),
+                accuracy_level=getattr(args, "accuracy_level", None),
+                progress=reporter.progress if reporter.mode != "off" else None,
+                slots=slots,
+                on_plan=on_plan,
+            )

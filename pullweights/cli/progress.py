@@ -5,9 +5,9 @@ also the load's ``progress`` callback (one call per weight in place, cache hits 
 the events have no span for those):
 
 * ``"bar"`` (stderr is a terminal): one tqdm bar over the bytes of every weight (the
-  ``load`` span's ``nbytes``), its label the work going on now — ``fetch``,
-  ``transform``, ``cache-write``, ``compile`` and ``save`` with their stage, then
-  ``tokenizer`` — redrawn at least every :data:`REFRESH_SECONDS`, so the clock keeps
+  ``load`` span's ``nbytes``), its label the work going on now — ``header``, then
+  ``fetch``, ``transform``, ``cache-write``, ``compile`` and ``save`` with their stage,
+  then ``tokenizer`` — redrawn at least every :data:`REFRESH_SECONDS`, so the clock keeps
   running through compiles and the tokenizer and no step of the load is silent. Weights a
   saved session already holds are never pulled: the bar completes when the load ends.
 * ``"log"`` (stderr is a file or a pipe): a line when the load starts (bytes of weights),
@@ -44,7 +44,7 @@ REFRESH_SECONDS = 0.25
 MiB = 1024 * 1024
 
 _WEIGHT_PHASES = (Phase.FETCH, Phase.TRANSFORM, Phase.CACHE_WRITE)
-_SHOWN = (*_WEIGHT_PHASES, Phase.COMPILE, Phase.SAVE, Phase.TOKENIZER)
+_SHOWN = (Phase.HEADER, *_WEIGHT_PHASES, Phase.COMPILE, Phase.SAVE, Phase.TOKENIZER)
 
 
 def report_mode(*, enabled: bool = True, stream: TextIO | None = None) -> ReportMode:

@@ -1,8 +1,9 @@
 """``pullweights run [MODEL ...] PROMPT``: load a GGUF LLM and stream a completion.
 
 MODEL is a path, several part paths in order, an installed model name or a URL; without
-it the gemma3 demo model is used (see :mod:`pullweights.cli.model_args` for how the words
-are told apart). Options may stand anywhere. The text streams to stdout; a closing report
+it the gemma3 demo model is used (see :mod:`pullweights.cli.model_words` for how the
+words are told apart); a MODEL without a PROMPT starts a chat (``pullweights chat``).
+Options may stand anywhere. The text streams to stdout; a closing report
 on stderr gives the sampling settings (with the seed), load time, time to first token,
 prefill and decode speed, peak RSS, peak private (anonymous) memory and weight-cache hits.
 
@@ -18,15 +19,23 @@ import argparse
 import asyncio
 import sys
 import time
+from contextlib import aclosing
 from typing import TYPE_CHECKING, Any
 
-from pullweights.cli.model_args import DEFAULT_MODEL, ModelAndPrompt, split_model_and_prompt
-from pullweights.cli.parsing import UsageError, at_least
-from pullweights.cli.progress import LoadReporter, report_mode
-from pullweights.cli.sampling_args import add_sampling_arguments, describe_sampling, sampling
+from pullweights.cli.model_args import (
+    DEFAULT_MODEL,
+    add_load_arguments,
+    add_sampling_arguments,
+    context_from_args,
+    describe_sampling,
+    load_llm,
+    sampling_from_args,
+)
+from pullweights.cli.model_words import ModelAndPrompt, split_model_and_prompt
+from pullweights.cli.parsing import UsageError
+from pullweights.cli.progress import LoadReporter
 from pullweights.gguf.installed import installed_model_names
 from pullweights.memstats import MemoryMonitor
-from pullweights.runtime.context import POLICIES, create_context
 
 if TYPE_CHECKING:
     from loaders import GenerationStats, LanguageModel, LoadPlan, SamplingParams
@@ -43,7 +52,8 @@ MODEL is a path, several part paths in order, an http(s) URL, or an installed mo
 (Gemma 3 270M, a small *base* model: it continues text, it does not follow instructions).
 A first word that names no file, URL or installed model is the prompt only when it contains
 a space ("The capital of France is"); otherwise it is an error. Give a one-word prompt with
--p, and the model explicitly with -m.
+-p, and the model explicitly with -m. A MODEL without a PROMPT starts a chat with it
+(pullweights chat).
 
 Sampling defaults read well on small base models and are reproducible: temperature 0.7,
 top-p 0.9, repetition penalty 1.1, seed 0 (printed in the report). --greedy picks the most
@@ -85,40 +95,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     parser.add_argument("-p", "--prompt", help="the prompt (any text, one word included)")
     parser.add_argument("--chat", action="store_true", help="wrap PROMPT in the chat template")
-    parser.add_argument(
-        "--max-tokens", type=at_least(1), default=128, help="tokens to generate (default 128)"
-    )
-    add_sampling_arguments(parser)
-    parser.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
-    parser.add_argument(
-        "--context",
-        type=at_least(1),
-        default=None,
-        metavar="N",
-        help="positions the KV cache holds, prompt and generated text together (default "
-        "4096; above the model's training context it is capped to it, with a note)",
-    )
-    parser.add_argument(
-        "--threads",
-        type=at_least(1),
-        default=None,
-        metavar="N",
-        help="onnxruntime intra-op threads (default: the policy's: physical cores)",
-    )
-    parser.add_argument("--policy", choices=POLICIES, default="default", help="compute policy")
-    parser.add_argument(
-        "--accuracy-level",
-        type=int,
-        choices=range(5),
-        default=None,
-        metavar="{0..4}",
-        help="MatMulNBits accuracy level. Default 4: int8 activations, fast. 0: exact float "
-        "activations (agrees with a float64 reference to 1e-4) but decodes 30-50x slower",
-    )
-    cache = parser.add_mutually_exclusive_group()
-    cache.add_argument("--no-cache", action="store_true", help="do not use the weight cache")
-    cache.add_argument("--cache-dir", default=None, help="weight cache directory")
-    parser.add_argument("--no-progress", action="store_true", help="no loading progress")
+    add_sampling_arguments(parser, max_tokens=128)
+    add_load_arguments(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress and no closing report")
     parser.set_defaults(run=run)
 
@@ -132,32 +110,27 @@ async def run(args: argparse.Namespace) -> int:
         UsageError: the words name no model, no prompt, or the prompt does not fit.
         PullWeightsError: the model cannot be loaded.
     """
-    from loaders import GenerationStats, load_model
+    from loaders import GenerationStats
 
     chosen = split_model_and_prompt(args.words, args.model, args.prompt)
-    params = sampling(args)
-    cache_dir: Any = None if args.no_cache else (args.cache_dir or "default")
-    context = create_context(args.policy, cache_dir=cache_dir, intra_op_threads=args.threads)
-    mode = report_mode(enabled=not (args.no_progress or args.quiet))
+    if chosen.prompt is None:  # a model and no prompt: chat with it
+        from pullweights.cli.chat import chat
+
+        return await chat(chosen.model, args)
+    prompt = chosen.prompt
+    params = sampling_from_args(args)
+    context = context_from_args(args)
     monitor = MemoryMonitor()
     with monitor:
         start = time.perf_counter()
-        with LoadReporter(mode) as reporter:
 
-            async def check(plan: LoadPlan) -> None:
-                await _check_plan(plan, chosen, args, params, reporter)
+        async def check(plan: LoadPlan, reporter: LoadReporter) -> None:
+            await _check_plan(plan, chosen.model_text, prompt, args, params, reporter)
 
-            llm = await load_model(
-                chosen.model,
-                context=context,
-                context_length=args.context,
-                accuracy_level=args.accuracy_level,
-                progress=reporter.progress if mode != "off" else None,
-                on_plan=check,
-            )
+        llm = await load_llm(chosen.model, args, context=context, check=check)
         load_seconds = time.perf_counter() - start
         stats = GenerationStats()
-        interrupted = await _stream(llm, chosen.prompt, params, args.chat, stats)
+        interrupted = await _stream(llm, prompt, params, args.chat, stats)
     if not args.quiet:
         print(
             _report(chosen, llm, params, stats, load_seconds, monitor, context, interrupted),
@@ -168,25 +141,21 @@ async def run(args: argparse.Namespace) -> int:
 
 async def _check_plan(
     plan: LoadPlan,
-    chosen: ModelAndPrompt,
+    name: str,
+    prompt: str,
     args: argparse.Namespace,
     params: SamplingParams,
     reporter: LoadReporter,
 ) -> None:
-    """Before any weight is pulled: state a capped ``--context``, refuse a prompt that does
-    not fit (its tokens are counted only when its length could exceed the context)."""
+    """Before any weight is pulled: refuse a prompt that does not fit (its tokens are
+    counted only when its length could exceed the context)."""
     train = plan.config.train_context
-    if plan.context_capped:
-        reporter.note(
-            f"--context {plan.requested_context} is more than {chosen.model_text}'s training "
-            f"context of {train} positions: using --context {plan.context_length}"
-        )
-    if plan.token_bound(chosen.prompt, chat=args.chat) <= plan.context_length:
+    if plan.token_bound(prompt, chat=args.chat) <= plan.context_length:
         return
-    n = len(await plan.encode(chosen.prompt, chat=args.chat))
+    n = len(await plan.encode(prompt, chat=args.chat))
     if n > train:
         raise UsageError(
-            f"the prompt is {n} tokens, more than {chosen.model_text}'s training context of "
+            f"the prompt is {n} tokens, more than {name}'s training context of "
             f"{train} positions: shorten it"
         )
     if n > plan.context_length:
@@ -218,9 +187,12 @@ async def _stream(
 
     interrupted = False
     try:
-        async for text in generate(llm, prompt, params, chat=chat, stats=stats):
-            sys.stdout.write(text)
-            sys.stdout.flush()
+        # Closed here, in this task, whatever ends the loop (a closed stdout, Ctrl-C): left
+        # to the event loop's shutdown, the generator would be closed while it runs.
+        async with aclosing(generate(llm, prompt, params, chat=chat, stats=stats)) as pieces:
+            async for text in pieces:
+                sys.stdout.write(text)
+                sys.stdout.flush()
     except asyncio.CancelledError:
         # asyncio.run turns the first Ctrl-C into a cancellation of this task: take it back
         # and end normally, so the report is printed.

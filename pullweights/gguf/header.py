@@ -20,6 +20,7 @@ import numpy as np
 from gguf.constants import GGUF_MAGIC, GGUFValueType
 
 from pullweights.errors import FormatError, UnsupportedError
+from pullweights.events import Phase, span
 from pullweights.filetypes import GGUF_ONLY, describe_foreign
 from pullweights.sources.base import ByteSource
 
@@ -137,7 +138,10 @@ async def read_header(source: ByteSource) -> RawHeader:
         UnsupportedError: the file is a GGUF version this parser does not read.
         SourceError: the source could not be read.
     """
-    return await _Parser(source).parse()
+    with span(Phase.HEADER, source.name) as s:
+        header = await _Parser(source).parse()
+        s.nbytes = header.bytes_read
+    return header
 
 
 class _Parser:

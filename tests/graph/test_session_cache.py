@@ -196,8 +196,10 @@ async def test_second_build_is_identical_and_adds_little_private_memory(
     # int8 activations (accuracy_level 4): a few percent of the output's scale.
     np.testing.assert_allclose(expected, ref, atol=0.03 * np.abs(ref).max())
 
-    held = _measure_in_a_process(path, cache, tmp_path / "held.npy", remap=False)
-    shutil.rmtree(cache / "sessions")
+    # (Saving drops the entries the saved sessions hold: each first build gets its own
+    # copy of the filled weight cache.)
+    shutil.copytree(cache, tmp_path / "held-cache")
+    held = _measure_in_a_process(path, tmp_path / "held-cache", tmp_path / "held.npy", remap=False)
     cold = _measure_in_a_process(path, cache, tmp_path / "cold.npy")
     warm = _measure_in_a_process(path, cache, tmp_path / "warm.npy")
     assert not cold["from_saved_session"] and warm["from_saved_session"]
@@ -438,3 +440,24 @@ async def test_warm_build_pulls_only_bound_weights(
     # and, when split, the bound input; warm, only for the bound input (a cache hit).
     assert pulled[0] == ["w0"]
     assert pulled[1] == (["w0"] if split else [])
+
+
+async def test_saved_stages_drop_the_entries_they_hold(
+    tmp_path: Path, gguf_path: tuple[Path, list[tuple[str, Q]]]
+) -> None:
+    """Once a stage is saved, cache entries of weights it only packs are a second copy of
+    bytes its saved session holds: they go (a local file can make them again). A weight a
+    stage also binds (here: gathered) keeps its entry."""
+    path, _names = gguf_path
+    first = await build(context(tmp_path), path)
+    expected = await run(first)
+    await first.saved()
+    cache = WeightCache(tmp_path)
+    assert [e for e in cache.entries() if not e.transform.endswith("session")] == []
+    warm = await build(context(tmp_path), path)
+    assert warm.from_saved_session
+    np.testing.assert_array_equal(await run(warm), expected)
+    shutil.rmtree(tmp_path / "sessions")  # a lost session: made again from the file
+    again = await build(context(tmp_path), path)
+    assert not again.from_saved_session and again.transformed == 3
+    np.testing.assert_array_equal(await run(again), expected)

@@ -115,6 +115,22 @@ class DequantizeTransform(Transform):
                 out[r0:r1] = self._rows(np.ascontiguousarray(rows[r0:r1]))
         return {"data": out.reshape(self.shape)}
 
+    @property
+    def rows(self) -> tuple[int, int]:
+        return self.n_rows, self.row_bytes
+
+    def apply_rows(
+        self, raw: npt.NDArray[np.uint8], start: int, stop: int
+    ) -> dict[str, np.ndarray]:
+        """Rows ``start:stop`` (of the shape flattened to ``[rows, innermost]``)."""
+        count = stop - start
+        rows = as_rows(raw, count, self.row_bytes, self.ggml_type.name)
+        out = np.empty((count, self.shape[-1]), self.dtype)
+        with np.errstate(invalid="ignore", over="ignore"):
+            for r0, r1 in row_groups(count, self.row_bytes, self.group_bytes):
+                out[r0:r1] = self._rows(np.ascontiguousarray(rows[r0:r1]))
+        return {"data": out}
+
     def _rows(self, group: U8) -> np.ndarray:
         view = _float_view(self.ggml_type)
         if view is not None:
