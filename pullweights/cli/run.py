@@ -19,8 +19,9 @@ import argparse
 import asyncio
 import sys
 import time
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from pullweights.cli.model_args import (
     DEFAULT_MODEL,
@@ -189,7 +190,10 @@ async def _stream(
     try:
         # Closed here, in this task, whatever ends the loop (a closed stdout, Ctrl-C): left
         # to the event loop's shutdown, the generator would be closed while it runs.
-        async with aclosing(generate(llm, prompt, params, chat=chat, stats=stats)) as pieces:
+        pieces = cast(
+            AsyncGenerator[str, None], generate(llm, prompt, params, chat=chat, stats=stats)
+        )
+        async with aclosing(pieces):
             async for text in pieces:
                 sys.stdout.write(text)
                 sys.stdout.flush()
