@@ -58,6 +58,7 @@ class WeightMap:
         self.accuracy_level = accuracy_level
         self._payloads: dict[str, Payload] = {}
         self._operands: dict[str, Operand] = {}
+        self._block_sums: dict[tuple[str, int, int], Operand] = {}
 
     # ------------------------------------------------------------------ lookup
     @property
@@ -139,11 +140,17 @@ class WeightMap:
         )
         if not t.has_mins:
             return y
-        # Exact min term: sum of x over each block times that block's min.
-        tokens = x.shape[0]
-        blocks = b.reshape(x, (tokens, t.n_blocks, t.block_size))
-        sums = b.reduce_sum(blocks, axes=[2], keep_dims=False)
-        return b.sub(y, b.gemm(sums, self._declare(name, "mins", "matmul"), b_transpose=True))
+        # Exact min term: y - (sum of x over each block) @ mins^T, one Gemm. The block
+        # sums of one input are made once for every weight that reads it (Q, K and V;
+        # gate and up): fewer nodes per decode step.
+        key = (x.name, t.n_blocks, t.block_size)
+        sums = self._block_sums.get(key)
+        if sums is None:
+            blocks = b.reshape(x, (x.shape[0], t.n_blocks, t.block_size))
+            sums = b.reduce_sum(blocks, axes=[2], keep_dims=False)
+            self._block_sums[key] = sums
+        mins = self._declare(name, "mins", "matmul")
+        return b.gemm(sums, mins, y, alpha=-1.0, beta=1.0, b_transpose=True)
 
     def embedding(self, ids: Operand, name: str) -> Operand:
         """Rows ``ids[T]`` of the table ``name`` as ``float32[T, K]``.

@@ -5,9 +5,9 @@ peak of anonymous memory, so :class:`MemoryMonitor` samples ``RssAnon`` from
 ``/proc/<pid>/status`` in a background thread: the same counter as ``Anonymous`` of
 ``smaps_rollup``, which is far dearer to read — it walks every page table under the mmap
 lock, stalling the process's own page faults (3-20 ms a read once a loaded model has
-~1000 mappings; see :mod:`pullweights.profile.procfs`). File-backed pages of a read-only map are *not* anonymous even
-when only this process maps them, so a weight viewed from a memory-mapped file never
-counts as private memory, while a copy of it always does.
+~1000 mappings; see :mod:`pullweights.profile.procfs`). File-backed pages of a read-only
+map are *not* anonymous even when only this process maps them, so a weight viewed from a
+memory-mapped file never counts as private memory, while a copy of it always does.
 """
 
 from __future__ import annotations
