@@ -13,6 +13,7 @@ Example::
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from loaders.blocks import Architecture
@@ -30,6 +31,7 @@ from loaders.generate import (
 )
 from loaders.llama import LLAMA
 from loaders.model import LanguageModel, LoadStats, build_model
+from loaders.plan import LoadPlan
 from loaders.qwen2 import QWEN2
 from loaders.sampling import SamplingParams
 from loaders.slots import KVSlot, SlotPool
@@ -46,6 +48,7 @@ __all__ = [
     "GenerationStats",
     "KVSlot",
     "LanguageModel",
+    "LoadPlan",
     "LoadStats",
     "ModelConfig",
     "SamplingParams",
@@ -90,6 +93,7 @@ async def load_model(
     progress: ProgressCallback | None = None,
     stages: StagePlan = "auto",
     slots: int = 1,
+    on_plan: Callable[[LoadPlan], object] | None = None,
 ) -> LanguageModel:
     """Open a GGUF model, build its decoder graph, pull its weights and compile.
 
@@ -100,7 +104,8 @@ async def load_model(
         context: where to compile and run (policy, threads, weight cache); default
             :func:`pullweights.create_context`.
         context_length: positions the KV cache holds (default
-            :data:`DEFAULT_CONTEXT`, at most the model's training context).
+            :data:`DEFAULT_CONTEXT`); a larger value than the model's training context is
+            capped to it (:attr:`LoadPlan.context_capped` tells).
         accuracy_level: ``MatMulNBits`` accuracy level (default: 4, int8 activations;
             0 computes with exact float activations).
         progress: called with a :class:`~pullweights.events.Progress` per weight pulled.
@@ -111,6 +116,10 @@ async def load_model(
             slot is a KV cache that uses memory as its sequence grows (up to
             ``2 * layers * kv_heads * context * head_dim * 4`` bytes) and keeps its tokens
             for prefix reuse. More generations than slots wait for one.
+        on_plan: called (and awaited, if it returns an awaitable) with the
+            :class:`LoadPlan` once the header is read and before any weight is pulled:
+            the config, the context length the load uses, the metadata, and a way to
+            count a prompt's tokens. An exception it raises ends the load.
 
     Raises:
         UnsupportedError: an architecture or tensor type that is not handled.
@@ -123,6 +132,7 @@ async def load_model(
         "progress": progress,
         "stages": stages,
         "slots": slots,
+        "on_plan": on_plan,
     }
     if isinstance(model, GGUFFile):
         return await _load(model, context, options)

@@ -26,16 +26,16 @@ Example::
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from contextlib import aclosing, nullcontext
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
 
-from loaders.chat import chat_template_from_metadata, encode_chat
 from loaders.model import LanguageModel
+from loaders.plan import Prompt, encode_with
 from loaders.sampling import Sampler, SamplingParams, StopMatcher
 from loaders.slots import KVSlot
 from pullweights.errors import ComputeError
@@ -53,7 +53,6 @@ __all__ = [
 ]
 
 StopReason = Literal["", "eog", "stop", "max_tokens", "context"]
-Prompt = str | Sequence[Mapping[str, Any]] | Sequence[int]
 
 
 @dataclass
@@ -117,25 +116,7 @@ def encode_prompt(model: LanguageModel, prompt: Prompt, *, chat: bool = False) -
         ComputeError: the prompt has no tokens.
         FormatError: the chat template fails.
     """
-    tokenizer = model.tokenizer
-    if isinstance(prompt, str):
-        if chat:
-            messages: Sequence[Mapping[str, Any]] = [{"role": "user", "content": prompt}]
-            ids = _chat_ids(model, messages)
-        else:
-            ids = tokenizer.encode(prompt, add_special=True, parse_special=False)
-    elif prompt and all(isinstance(m, Mapping) for m in prompt):
-        ids = _chat_ids(model, prompt)  # type: ignore[arg-type]
-    else:
-        ids = [int(t) for t in prompt]  # type: ignore[arg-type]
-    if not ids:
-        raise ComputeError("generate: the prompt is empty (it encodes to no tokens)")
-    return ids
-
-
-def _chat_ids(model: LanguageModel, messages: Sequence[Mapping[str, Any]]) -> list[int]:
-    template = chat_template_from_metadata(model.metadata)
-    return encode_chat(model.tokenizer, messages, template=template)
+    return encode_with(model.tokenizer, model.metadata, prompt, chat=chat)
 
 
 async def generate_steps(

@@ -13,9 +13,9 @@ uses a slot of its own (:attr:`LanguageModel.default_slot`).
 
 from __future__ import annotations
 
-import asyncio
+import inspect
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -24,12 +24,13 @@ from gguf import GGMLQuantizationType
 
 from loaders.blocks import Architecture, DecoderInputs
 from loaders.config import DEFAULT_CONTEXT, ModelConfig
+from loaders.plan import LoadPlan
 from loaders.slots import KVSlot, SlotPool
 from loaders.tokenizer import Tokenizer
 from loaders.weights import WeightMap
 from pullweights import Context, Graph, GraphBuilder, Tensor, TensorDescriptor, create_context
 from pullweights.errors import ComputeError, FormatError, GraphError
-from pullweights.events import Phase, ProgressCallback, mark, span
+from pullweights.events import Phase, ProgressCallback, mark
 from pullweights.gguf.reader import GGUFFile
 from pullweights.graph.stages import StagePlan
 
@@ -160,6 +161,7 @@ async def build_model(
     progress: ProgressCallback | None = None,
     stages: StagePlan = "auto",
     slots: int = 1,
+    on_plan: Callable[[LoadPlan], object] | None = None,
 ) -> LanguageModel:
     """Build, load and compile ``gguf`` as ``architecture`` (see :func:`loaders.load_model`)."""
     start = time.perf_counter()
@@ -168,27 +170,24 @@ async def build_model(
     config = architecture.config(gguf.metadata, vocab_size)
     if "rope_freqs.weight" in gguf.tensors:
         config = replace(config, rope_freq_factors=await _freq_factors(gguf, config))
-    length = min(context_length or DEFAULT_CONTEXT, config.train_context)
-    if length < 1:
+    if context_length is not None and context_length < 1:
         raise GraphError(f"context_length must be >= 1, got {context_length}")
     if slots < 1:
         raise GraphError(f"slots must be >= 1, got {slots}")
+    length = min(context_length or DEFAULT_CONTEXT, config.train_context)
+    plan = LoadPlan(config, length, context_length, gguf.metadata)
     # The tokenizer is built in a worker thread while onnxruntime creates the session in
     # another. Building it holds the GIL for long stretches (about 1 s for gemma3's
     # vocabulary, most of it in one ``tokenizers`` call), which stalls every Python step
     # of compiling (hashing the session key, opening cache entries: each I/O call waits
     # for the GIL again); so it starts only once the session is being created, when
-    # compiling needs almost no Python (qwen2.5-0.5b warm load 1.6 -> 1.2 s measured).
-    tokenizer_task: asyncio.Future[Tokenizer] | None = None
-
-    def start_tokenizer() -> None:
-        nonlocal tokenizer_task
-        if tokenizer_task is None:
-            tokenizer_task = asyncio.ensure_future(
-                asyncio.to_thread(_build_tokenizer, gguf.metadata)
-            )
-
+    # compiling needs almost no Python (qwen2.5-0.5b warm load 1.6 -> 1.2 s measured),
+    # unless ``on_plan`` needed it earlier to count a prompt's tokens.
     try:
+        if on_plan is not None:
+            checked = on_plan(plan)
+            if inspect.isawaitable(checked):
+                await checked
         builder = GraphBuilder(context)
         weights = WeightMap(builder, gguf, accuracy_level=accuracy_level)
         io = DecoderInputs.declare(builder, config, length)
@@ -199,14 +198,11 @@ async def build_model(
             {"logits": logits, **io.presents},
             stages=stages,
             progress=progress,
-            on_compile_start=start_tokenizer,
+            on_compile_start=plan.start_tokenizer,
         )
-        start_tokenizer()  # no-op: compiling has called it (kept for any path that did not)
-        assert tokenizer_task is not None
-        tokenizer = await tokenizer_task
+        tokenizer = await plan.tokenizer()
     except BaseException:
-        if tokenizer_task is not None:
-            tokenizer_task.cancel()
+        plan.cancel()
         raise
     model = LanguageModel(
         config=config,
@@ -225,11 +221,6 @@ async def build_model(
     model.stats = replace(model.stats, seconds=time.perf_counter() - start)
     mark(Phase.READY, "model")
     return model
-
-
-def _build_tokenizer(metadata: Mapping[str, object]) -> Tokenizer:
-    with span(Phase.TOKENIZER, "tokenizer"):
-        return Tokenizer.from_gguf_metadata(metadata)
 
 
 async def _freq_factors(gguf: GGUFFile, config: ModelConfig) -> tuple[float, ...]:

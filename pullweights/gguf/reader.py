@@ -24,10 +24,10 @@ from gguf.constants import (
 )
 
 from pullweights.descriptor import TensorDescriptor
-from pullweights.dtypes import DataType
 from pullweights.errors import FormatError, SourceError, UnsupportedError
 from pullweights.gguf.header import RawHeader, RawTensorInfo, read_header
 from pullweights.gguf.parts import check_data_end, check_first_part, parts_hint
+from pullweights.gguf.plain import PLAIN_TYPES, plain_type
 from pullweights.gguf.split import check_not_a_lone_shard, join_shards
 from pullweights.sources.base import ByteSource
 from pullweights.sources.concat import ConcatSource
@@ -47,14 +47,6 @@ __all__ = ["GGUFFile", "GGUFTensor", "ModelSpec", "open_gguf", "open_model_sourc
 
 #: Largest tensor accepted, in bytes (dimension products past this are corrupt headers).
 MAX_TENSOR_BYTES = 2**62
-
-# GGML types whose bytes are already a plain array.
-_RAW_DTYPES: dict[GGMLQuantizationType, DataType] = {
-    GGMLQuantizationType.F32: "float32",
-    GGMLQuantizationType.F16: "float16",
-    GGMLQuantizationType.I8: "int8",
-    GGMLQuantizationType.I32: "int32",
-}
 
 
 @dataclass(frozen=True)
@@ -92,19 +84,22 @@ class GGUFTensor:
     def payload(self, transform: Transform | None = None) -> Payload:
         """The tensor's byte range as a :class:`Payload`, labelled with the tensor's name.
 
-        Without ``transform`` the bytes are viewed as they are, which only F32, F16, I8 and
-        I32 tensors allow; quantized tensors need a layout transform.
+        Without ``transform`` the bytes are viewed as they are, which only the plain types
+        with a raw view allow (F32, F16, I8, I32, I64: :mod:`pullweights.gguf.plain`);
+        other tensors need a layout transform.
 
         Raises:
             UnsupportedError: no transform was given for a quantized tensor.
         """
         if transform is not None:
             return Payload(self.source, self.offset, self.nbytes, transform, label=self.name)
-        dtype = _RAW_DTYPES.get(self.ggml_type)
+        plain = plain_type(self.ggml_type)
+        dtype = None if plain is None else plain.view
         if dtype is None:
+            views = ", ".join(p.name for p in PLAIN_TYPES.values() if p.view is not None)
             raise UnsupportedError(
                 f"tensor {self.name!r} is {self.ggml_type.name}: it needs a layout transform "
-                f"(raw views exist for {', '.join(t.name for t in _RAW_DTYPES)})"
+                f"(raw views exist for {views})"
             )
         desc = TensorDescriptor(dtype, self.shape)
         return Payload(self.source, self.offset, self.nbytes, raw_descriptor=desc, label=self.name)

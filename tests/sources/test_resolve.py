@@ -80,7 +80,9 @@ def test_split_shards_by_url() -> None:
 
 def test_a_directory_is_refused_with_what_it_holds(tmp_path: Path) -> None:
     touch(tmp_path / "a.gguf")
-    with pytest.raises(SourceError, match=r"is a directory, not a GGUF file; it holds a\.gguf"):
+    with pytest.raises(
+        SourceError, match=r"is a directory; give one of the GGUF files in it: .*a\.gguf"
+    ):
         resolve_model(tmp_path)
     with pytest.raises(SourceError, match="is a directory"):
         resolve_model([tmp_path / "a.gguf", tmp_path])
