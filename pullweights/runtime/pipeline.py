@@ -129,7 +129,7 @@ class _Load:
         """Pull, compile (or open saved) and bind one stage."""
         store = saved_session_store(self.context, stage)
         key: str | None = None
-        if store is not None:
+        if store is not None:  # a local file not indexed yet is hashed: cheaper than pulling
             key = await joined(session_key, self.context, stage)
             if key is not None and (compiled := await self._saved(stage, store, key)):
                 return compiled
