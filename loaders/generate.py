@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
-from contextlib import aclosing, nullcontext
+from contextlib import aclosing, asynccontextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Literal
 
@@ -119,6 +119,16 @@ def encode_prompt(model: LanguageModel, prompt: Prompt, *, chat: bool = False) -
     return encode_with(model.tokenizer, model.metadata, prompt, chat=chat)
 
 
+@asynccontextmanager
+async def _generation_span(stats: GenerationStats) -> AsyncIterator[None]:
+    """A ``generate`` span over one generation; its bytes: the tokens generated."""
+    with span(Phase.GENERATE, "generate", ok_on=(GeneratorExit,)) as s:
+        try:
+            yield
+        finally:
+            s.nbytes = stats.generated_tokens
+
+
 async def generate_steps(
     model: LanguageModel,
     prompt_ids: Sequence[int],
@@ -152,7 +162,7 @@ async def generate_steps(
     stats.prompt_tokens = len(history)
     waited = time.perf_counter()
     lent = model.slots.acquire(history) if slot is None else nullcontext(slot)
-    async with lent as slot:
+    async with lent as slot, _generation_span(stats):
         stats.cached_tokens = slot.reuse(history)
         start = time.perf_counter()
         stats.wait_seconds = start - waited

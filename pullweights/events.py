@@ -226,9 +226,18 @@ class Span:
 
 
 @contextlib.contextmanager
-def span(phase: Phase, name: str = "", nbytes: int = 0, *, stage: str = "") -> Iterator[Span]:
+def span(
+    phase: Phase,
+    name: str = "",
+    nbytes: int = 0,
+    *,
+    stage: str = "",
+    ok_on: tuple[type[BaseException], ...] = (),
+) -> Iterator[Span]:
     """Emit ``begin`` now and ``end`` when the block exits (``ok=False`` on any exception,
-    cancellation included). The ``end`` event carries the span's final ``nbytes``."""
+    cancellation included, except those in ``ok_on`` — e.g. ``GeneratorExit`` for a
+    generator its consumer stops early). The ``end`` event carries the span's final
+    ``nbytes``."""
     s = Span(phase, name, nbytes, stage)
     if not listening():
         yield s
@@ -238,6 +247,9 @@ def span(phase: Phase, name: str = "", nbytes: int = 0, *, stage: str = "") -> I
     try:
         yield s
         ok = True
+    except ok_on:
+        ok = True
+        raise
     finally:
         emit(_event(phase, "end", name, s.nbytes, s.id, stage, ok))
 

@@ -5,9 +5,8 @@ scenarios: load a GGUF LLM, then greedily generate a few tokens of a prompt.
 
 The runtime and the loaders report the load and the generation themselves (header,
 fetch / transform / cache-write, compile, save, tokenizer, ``ready`` for the graph and
-the model, prefill, ``first-token``); the worker adds a ``generate`` span around the
-generation. The generated text goes to stdout; a pullweights error is one line on
-stderr and exit status 1.
+the model, prefill, ``first-token``, ``generate``). The generated text goes to stdout;
+a pullweights error is one line on stderr and exit status 1.
 """
 
 from __future__ import annotations
@@ -19,9 +18,7 @@ import re
 import sys
 from typing import Any
 
-from pullweights import events
 from pullweights.errors import PullWeightsError, SourceError
-from pullweights.events import Phase
 from pullweights.gguf.installed import (
     INSTALLED_MODELS,
     installed_model_names,
@@ -83,7 +80,6 @@ async def _run(args: argparse.Namespace) -> None:
     from pullweights import create_context
 
     model: str | list[str] = args.model if len(args.model) > 1 else args.model[0]
-    label = " ".join(args.model)
     cache_dir: Any = None if args.cache_dir == "none" else args.cache_dir
     llm = await load_model(
         model, context=create_context(cache_dir=cache_dir), context_length=args.context
@@ -93,11 +89,11 @@ async def _run(args: argparse.Namespace) -> None:
     else:
         ids = encode_prompt(llm, args.prompt)
     decoder = llm.tokenizer.stream()
-    with events.span(Phase.GENERATE, label):
-        async for token in generate_tokens(llm, ids, SamplingParams(max_tokens=args.max_tokens)):
-            if not args.quiet:
-                sys.stdout.write(decoder.push(token))
-                sys.stdout.flush()
+    # (the loaders emit the ``generate`` span around the generation)
+    async for token in generate_tokens(llm, ids, SamplingParams(max_tokens=args.max_tokens)):
+        if not args.quiet:
+            sys.stdout.write(decoder.push(token))
+            sys.stdout.flush()
     if not args.quiet:
         sys.stdout.write(decoder.flush() + "\n")
 
