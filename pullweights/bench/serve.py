@@ -1,7 +1,10 @@
-"""A loopback HTTP server for one directory: nginx when it is installed, else aiohttp.
+"""Loopback HTTP servers for one directory, each its own process: nginx (from Debian's
+``nginx-light`` or ``nginx`` package) and, where it is missing, aiohttp.
 
-Either runs as its own process (its CPU and memory are not the profiled client's) and
-serves byte ranges of the files under ``root`` at ``http://127.0.0.1:PORT/``.
+Used by ``pullweights bench`` (its CPU and memory are not the measured client's), the HTTP
+benchmarks and the tests (a second, independent range server next to aiohttp's).
+:func:`nginx_binary` returns ``None`` when nginx is not installed, so callers can skip
+with a clear reason.
 """
 
 from __future__ import annotations
@@ -16,9 +19,11 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-__all__ = ["FileServer"]
+__all__ = ["SKIP_REASON", "FileServer", "NginxServer", "free_port", "nginx_binary", "wait_for_port"]
 
-_NGINX_CONFIG = """\
+SKIP_REASON = "nginx is not installed (apt-get install nginx-light)"
+
+_CONFIG = """\
 daemon off;
 master_process off;
 worker_processes 1;
@@ -28,6 +33,8 @@ events {{ worker_connections 256; }}
 http {{
     access_log off;
     sendfile on;
+    tcp_nopush on;
+    keepalive_requests 100000;
     default_type application/octet-stream;
     client_body_temp_path {tmp}/client_body;
     proxy_temp_path {tmp}/proxy;
@@ -41,6 +48,117 @@ http {{
 }}
 """
 
+
+def nginx_binary() -> str | None:
+    """Path of the nginx executable, or ``None`` when nginx is not installed."""
+    found = shutil.which("nginx")
+    if found:
+        return found
+    for candidate in ("/usr/sbin/nginx", "/usr/local/sbin/nginx"):
+        if os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_for_port(port: int, timeout: float = 10.0) -> bool:
+    """Poll until something accepts connections on 127.0.0.1:port; False after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return True
+        except OSError:
+            time.sleep(0.02)
+    return False
+
+
+class NginxServer:
+    """nginx serving the files under ``root`` at ``http://127.0.0.1:<port>/``.
+
+    Use as a context manager; :attr:`url` is the base URL (ends with ``/``).
+
+    Raises:
+        RuntimeError: nginx is missing or did not come up (its error log is quoted).
+    """
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root).resolve()
+        self.port = 0
+        self._process: subprocess.Popen[bytes] | None = None
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+    def start(self) -> None:
+        binary = nginx_binary()
+        if binary is None:
+            raise RuntimeError(SKIP_REASON)
+        self._tmp = tempfile.TemporaryDirectory(prefix="pullweights-nginx-")
+        tmp = Path(self._tmp.name)
+        log = ""
+        for _ in range(3):  # the free port can be taken before nginx binds it
+            self.port = free_port()
+            conf = tmp / "nginx.conf"
+            conf.write_text(_CONFIG.format(tmp=tmp, port=self.port, root=self.root))
+            self._process = subprocess.Popen(
+                [binary, "-p", str(tmp), "-e", str(tmp / "error.log"), "-c", str(conf)],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            )
+            if wait_for_port(self.port) and self._process.poll() is None:
+                return
+            self._stop_process()
+            error_log = tmp / "error.log"
+            log = error_log.read_text() if error_log.exists() else ""
+        self.stop()
+        raise RuntimeError(f"nginx did not start: {log.strip()[-2000:]}")
+
+    def _stop_process(self) -> str:
+        process, self._process = self._process, None
+        if process is None:
+            return ""
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=5)
+        stderr = process.stderr.read().decode(errors="replace") if process.stderr else ""
+        if process.stderr:
+            process.stderr.close()
+        return stderr
+
+    def stop(self) -> None:
+        self._stop_process()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    def __enter__(self) -> NginxServer:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
 _AIOHTTP = """
 import sys
 from aiohttp import web
@@ -50,27 +168,9 @@ web.run_app(app, host="127.0.0.1", port=int(sys.argv[2]), print=None)
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return True
-        except OSError:
-            time.sleep(0.02)
-    return False
-
-
 class FileServer:
-    """Serves ``root`` on loopback; :attr:`kind` says which server (``"nginx"``,
-    ``"aiohttp"``). Use as a context manager.
+    """Serves ``root`` on loopback with nginx, or aiohttp where nginx is missing (or
+    ``prefer_nginx`` is False); :attr:`kind` says which. Use as a context manager.
 
     Raises:
         RuntimeError: the server did not come up.
@@ -78,39 +178,31 @@ class FileServer:
 
     def __init__(self, root: str | os.PathLike[str], *, prefer_nginx: bool = True) -> None:
         self.root = Path(root).resolve()
-        self.nginx = shutil.which("nginx") or (
-            "/usr/sbin/nginx" if os.access("/usr/sbin/nginx", os.X_OK) else None
-        )
-        if not prefer_nginx:
-            self.nginx = None
-        self.kind = "nginx" if self.nginx else "aiohttp"
+        self.kind = "nginx" if prefer_nginx and nginx_binary() is not None else "aiohttp"
         self.port = 0
+        self._nginx: NginxServer | None = None
         self._proc: subprocess.Popen[bytes] | None = None
-        self._tmp: tempfile.TemporaryDirectory[str] | None = None
 
     def url(self, name: str) -> str:
         return f"http://127.0.0.1:{self.port}/{name}"
 
     def start(self) -> FileServer:
-        self._tmp = tempfile.TemporaryDirectory(prefix="pullweights-serve-")
-        tmp = Path(self._tmp.name)
+        if self.kind == "nginx":
+            self._nginx = NginxServer(self.root)
+            self._nginx.start()
+            self.port = self._nginx.port
+            return self
         for _ in range(3):  # a free port can be taken before the server binds it
-            self.port = _free_port()
-            if self.nginx:
-                conf = tmp / "nginx.conf"
-                conf.write_text(_NGINX_CONFIG.format(tmp=tmp, port=self.port, root=self.root))
-                argv = [self.nginx, "-p", str(tmp), "-e", str(tmp / "error.log"), "-c", str(conf)]
-            else:
-                argv = [sys.executable, "-c", _AIOHTTP, str(self.root), str(self.port)]
+            self.port = free_port()
+            argv = [sys.executable, "-c", _AIOHTTP, str(self.root), str(self.port)]
             self._proc = subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )  # fmt: skip
-            if _wait_for_port(self.port, self._proc):
+            if wait_for_port(self.port, 20.0) and self._proc.poll() is None:
                 return self
             self._stop_process()
-        self.stop()
-        raise RuntimeError(f"the {self.kind} file server did not start")
+        raise RuntimeError("the aiohttp file server did not start")
 
     def _stop_process(self) -> None:
         proc, self._proc = self._proc, None
@@ -124,9 +216,9 @@ class FileServer:
 
     def stop(self) -> None:
         self._stop_process()
-        if self._tmp is not None:
-            self._tmp.cleanup()
-            self._tmp = None
+        if self._nginx is not None:
+            self._nginx.stop()
+            self._nginx = None
 
     def __enter__(self) -> FileServer:
         return self.start()
