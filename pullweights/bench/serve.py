@@ -19,7 +19,15 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-__all__ = ["SKIP_REASON", "FileServer", "NginxServer", "free_port", "nginx_binary", "wait_for_port"]
+__all__ = [
+    "SKIP_REASON",
+    "FileServer",
+    "NginxServer",
+    "free_port",
+    "nginx_binary",
+    "stop_process",
+    "wait_for_port",
+]
 
 SKIP_REASON = "nginx is not installed (apt-get install nginx-light)"
 
@@ -80,6 +88,18 @@ def wait_for_port(port: int, timeout: float = 10.0) -> bool:
     return False
 
 
+def stop_process(process: subprocess.Popen[bytes] | None) -> None:
+    """Terminate a server process (kill it after 5 s) and reap it; None is a no-op."""
+    if process is None or process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=5)
+
+
 class NginxServer:
     """nginx serving the files under ``root`` at ``http://127.0.0.1:<port>/``.
 
@@ -128,13 +148,7 @@ class NginxServer:
         process, self._process = self._process, None
         if process is None:
             return ""
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=5)
+        stop_process(process)
         stderr = process.stderr.read().decode(errors="replace") if process.stderr else ""
         if process.stderr:
             process.stderr.close()
@@ -206,13 +220,7 @@ class FileServer:
 
     def _stop_process(self) -> None:
         proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_process(proc)
 
     def stop(self) -> None:
         self._stop_process()

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from types import TracebackType
 
-from tests.servers.nginx import free_port, wait_for_port
+from pullweights.bench.serve import free_port, stop_process, wait_for_port
 
 __all__ = ["SimpleHttpServer"]
 
@@ -49,13 +49,7 @@ class SimpleHttpServer:
 
     def stop(self) -> None:
         process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=5)
+        stop_process(process)
 
     def __enter__(self) -> SimpleHttpServer:
         self.start()
