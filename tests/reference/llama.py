@@ -7,6 +7,8 @@ unpermuted weights. Pre-norm decoder blocks: RMSNorm -> GQA attention -> residua
 -> SwiGLU MLP (``down(silu(gate(x)) * up(x))``) -> residual; final RMSNorm; output head is
 ``output.weight`` or, when absent, the tied ``token_embd.weight``. Optional Q/K/V/O biases
 are applied when present (llama.cpp loads them optionally; qwen2 always has Q/K/V ones).
+An ``attention.sliding_window`` key makes every layer attend to that many last positions
+(HF ``modeling_mistral``; Mistral files are written as ``llama``).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ class LlamaConfig:
     eps: float
     rope_base: float
     rope_position_scale: float
+    sliding_window: int | None
 
     @classmethod
     def from_model(cls, model: GGUFModel) -> LlamaConfig:
@@ -58,6 +61,7 @@ class LlamaConfig:
             eps=float(model.require("attention.layer_norm_rms_epsilon")),
             rope_base=float(model.meta("rope.freq_base", 10000.0)),
             rope_position_scale=position_scale,
+            sliding_window=model.meta("attention.sliding_window"),
         )
 
 
@@ -69,10 +73,12 @@ def decoder_forward(
     numerics: Numerics = EXACT,
     last_only: bool = False,
     hidden_states: list[F64] | None = None,
+    sliding_window: bool = False,
 ) -> F64:
     """Logits ``(seq, vocab)`` (or ``(1, vocab)`` with ``last_only``) of a llama-style model.
 
     ``hidden_states``, when given, receives the embeddings and each block's output.
+    ``sliding_window``: honour the file's ``attention.sliding_window`` (on every layer).
     """
     cfg = LlamaConfig.from_model(model)
     lin = numerics.linear
@@ -85,7 +91,7 @@ def decoder_forward(
         position_scale=cfg.rope_position_scale,
         freq_factors=model.optional("rope_freqs.weight"),
     )
-    mask = causal_mask(seq)
+    mask = causal_mask(seq, cfg.sliding_window if sliding_window else None)
     scale = 1.0 / np.sqrt(cfg.head_dim)
     if hidden_states is not None:
         hidden_states.append(x)
@@ -128,4 +134,5 @@ def forward(
         numerics=numerics,
         last_only=last_only,
         hidden_states=hidden_states,
+        sliding_window=True,
     )

@@ -276,8 +276,10 @@ def test_gqa_equals_repeated_heads(tmp_path: Path, arch: Arch) -> None:
     )
 
 
-def test_gemma3_sliding_window_only_matters_beyond_the_window(tmp_path: Path) -> None:
-    cfg = tiny_config("gemma3")
+@pytest.mark.parametrize("arch", ["gemma3", "llama"])
+def test_sliding_window_only_matters_beyond_the_window(tmp_path: Path, arch: Arch) -> None:
+    """gemma3's sliding layers; llama with ``attention.sliding_window`` (Mistral): all."""
+    cfg = tiny_config(arch, sliding_window=8)
     vocab = vocab_for(cfg)
     w = to_gguf_layout(cfg, random_hf_weights(cfg, len(vocab.tokens), seed=5))
     windowed = ReferenceModel(write_gguf(tmp_path / "w.gguf", cfg, w, vocab))

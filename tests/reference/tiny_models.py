@@ -6,6 +6,10 @@ llama's ``attn_q``/``attn_k`` rows are permuted per head for interleaved RoPE (q
 gemma3 are not permuted), and gemma norms are stored as HF ``w + 1`` (so the stored value
 is what multiplies the normalised activations; the generated stored values sit around 1).
 
+llama variants: a Mistral-style sliding window (``sliding_window``), linear RoPE scaling
+(``rope_linear_factor``) and Llama 3.1's RoPE scaling (``llama3_rope``), which the converter
+stores as a ``rope_freqs.weight`` tensor of per-pair frequency divisors.
+
 Example::
 
     path = write_tiny_model(tmp_path / "g.gguf", "gemma3", quant="Q8_0", n_layers=6)
@@ -13,6 +17,7 @@ Example::
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Literal
@@ -58,6 +63,48 @@ FILE_TYPES = {
 
 
 @dataclass(frozen=True)
+class Llama3Rope:
+    """Llama 3.1's RoPE scaling (HF ``rope_type: "llama3"``), as in an HF ``config.json``."""
+
+    factor: float = 8.0
+    low_freq_factor: float = 1.0
+    high_freq_factor: float = 4.0
+    original_context: int = 64  # HF original_max_position_embeddings (8192 in the releases)
+
+    def hf_parameters(self, rope_base: float) -> dict[str, object]:
+        """The HF ``rope_parameters`` (``rope_scaling``) dict of this scaling."""
+        return {
+            "rope_type": "llama3",
+            "rope_theta": rope_base,
+            "factor": self.factor,
+            "low_freq_factor": self.low_freq_factor,
+            "high_freq_factor": self.high_freq_factor,
+            "original_max_position_embeddings": self.original_context,
+        }
+
+
+def llama3_rope_freqs(head_dim: int, rope_base: float, rope: Llama3Rope) -> F32:
+    """``rope_freqs.weight`` as the converter computes it (``LlamaModel.generate_extra_tensors``):
+    per rotated pair, 1 for short wavelengths, ``factor`` for long ones, smoothed between."""
+    freqs = 1.0 / (rope_base ** (np.arange(0, head_dim, 2, dtype=np.float32) / head_dim))
+    low_wavelen = rope.original_context / rope.low_freq_factor
+    high_wavelen = rope.original_context / rope.high_freq_factor
+    factors: list[float] = []
+    for freq in freqs:
+        wavelen = 2 * math.pi / float(freq)
+        if wavelen < high_wavelen:
+            factors.append(1.0)
+        elif wavelen > low_wavelen:
+            factors.append(rope.factor)
+        else:
+            smooth = (rope.original_context / wavelen - rope.low_freq_factor) / (
+                rope.high_freq_factor - rope.low_freq_factor
+            )
+            factors.append(1.0 / ((1.0 - smooth) / rope.factor + smooth))
+    return np.asarray(factors, dtype=np.float32)
+
+
+@dataclass(frozen=True)
 class TinyConfig:
     """Shape and hyper-parameters of a tiny model; every field can be overridden."""
 
@@ -71,7 +118,9 @@ class TinyConfig:
     context_length: int = 256
     rms_eps: float = 1e-5
     rope_base: float = 10000.0
-    sliding_window: int | None = None  # gemma3 only
+    sliding_window: int | None = None  # gemma3 (required); llama: every layer (Mistral)
+    rope_linear_factor: float | None = None  # llama: rope.scaling.type = linear
+    llama3_rope: Llama3Rope | None = None  # llama: rope_freqs.weight (Llama 3.1+)
     tie_embeddings: bool = False
     write_head_dim: bool = False  # write attention.key_length / value_length
     final_logit_softcapping: float | None = None
@@ -177,6 +226,19 @@ def random_hf_weights(config: TinyConfig, n_vocab: int, seed: int = 0) -> dict[s
     return w
 
 
+def derived_tensors(config: TinyConfig) -> dict[str, F32]:
+    """Tensors the converter computes from the HF config rather than the checkpoint."""
+    if config.llama3_rope is None:
+        return {}
+    if config.arch != "llama":
+        raise ValueError(f"llama3_rope is a llama option, not {config.arch}")
+    return {
+        "rope_freqs.weight": llama3_rope_freqs(
+            config.head_dim, config.rope_base, config.llama3_rope
+        )
+    }
+
+
 def permute_qk(weight: F32, n_head: int) -> F32:
     """llama.cpp converter's ``LlamaModel.permute``: per head, rows ``(2, d/2)`` -> ``(d/2, 2)``.
 
@@ -259,17 +321,21 @@ def write_gguf(
     if c.write_head_dim:
         w.add_key_length(c.head_dim)
         w.add_value_length(c.head_dim)
-    if c.arch == "gemma3":
-        if c.sliding_window is None:
-            raise ValueError("gemma3 needs a sliding_window")
+    if c.arch == "gemma3" and c.sliding_window is None:
+        raise ValueError("gemma3 needs a sliding_window")
+    if c.sliding_window is not None:
         w.add_sliding_window(c.sliding_window)
+    if c.rope_linear_factor is not None:
+        w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+        w.add_rope_scaling_factor(c.rope_linear_factor)
     if c.final_logit_softcapping is not None:
         w.add_final_logit_softcapping(c.final_logit_softcapping)
     w.add_file_type(FILE_TYPES[quant])
     w.add_quantization_version(gguf.GGML_QUANT_VERSION)
     _add_vocab(w, vocab)
     for name, value in weights.items():
-        data, raw = encode_tensor(name, value, _tensor_quant(name, quant, embd_quant))
+        qtype = None if value.ndim == 1 else _tensor_quant(name, quant, embd_quant)
+        data, raw = encode_tensor(name, value, qtype)
         w.add_tensor(name, data, raw_dtype=raw)
     w.write_header_to_file()
     w.write_kv_data_to_file()
@@ -324,7 +390,8 @@ def write_tiny_model(
             ``"mixed"`` for a per-role mix of all of them (see ``MIXED_QUANT``); None = F32.
             Norms and biases stay F32.
         embd_quant: type of ``token_embd.weight``; ``"same"`` (default) follows ``quant``.
-        **overrides: ``TinyConfig`` fields (``n_layers=4``, ``tie_embeddings=True``, ...).
+        **overrides: ``TinyConfig`` fields (``n_layers=4``, ``tie_embeddings=True``,
+            ``sliding_window=8``, ``llama3_rope=Llama3Rope()``, ...).
 
     Raises:
         ValueError: a dimension is not a multiple of the quant type's block size.
@@ -333,5 +400,6 @@ def write_tiny_model(
     config = tiny_config(arch, quant=quant, **overrides)
     vocab = vocab_for(config)
     hf = random_hf_weights(config, len(vocab.tokens), seed)
+    weights = to_gguf_layout(config, hf) | derived_tensors(config)
     embd = quant if embd_quant == "same" else embd_quant
-    return write_gguf(path, config, to_gguf_layout(config, hf), vocab, quant=quant, embd_quant=embd)
+    return write_gguf(path, config, weights, vocab, quant=quant, embd_quant=embd)
