@@ -175,7 +175,7 @@ async def build_model(
     if slots < 1:
         raise GraphError(f"slots must be >= 1, got {slots}")
     length = min(context_length or DEFAULT_CONTEXT, config.train_context)
-    plan = LoadPlan(config, length, context_length, gguf.metadata)
+    plan = LoadPlan(config, length, context_length, gguf.metadata, context.cache_dir)
     # The tokenizer is built in a worker thread while onnxruntime creates the session in
     # another. Building it holds the GIL for long stretches (about 1 s for gemma3's
     # vocabulary, most of it in one ``tokenizers`` call), which stalls every Python step

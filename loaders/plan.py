@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from loaders.chat import chat_template_from_metadata, encode_chat, render_chat
@@ -62,6 +63,8 @@ class LoadPlan:
     context_length: int
     requested_context: int | None
     metadata: Mapping[str, object]
+    #: The weight cache directory the tokenizer's compiled model is kept in (None: none).
+    cache_dir: Path | None = None
     _tokenizer: asyncio.Future[Tokenizer] | None = field(default=None, repr=False)
 
     @property
@@ -74,11 +77,11 @@ class LoadPlan:
         """Start building the tokenizer in a worker thread (once; later calls return the
         same future). Reported as a ``tokenizer`` span of :mod:`pullweights.events`."""
         if self._tokenizer is None:
-            metadata = self.metadata
+            metadata, cache_dir = self.metadata, self.cache_dir
 
             def build() -> Tokenizer:
                 with span(Phase.TOKENIZER, "tokenizer"):
-                    return Tokenizer.from_gguf_metadata(metadata)
+                    return Tokenizer.from_gguf_metadata(metadata, cache_dir=cache_dir)
 
             self._tokenizer = asyncio.ensure_future(asyncio.to_thread(build))
         return self._tokenizer

@@ -8,14 +8,18 @@ Hugging Face uses for Qwen2, Llama 3 and GPT-2 tokenizers.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from functools import cache
 
-from tokenizers import Regex, Tokenizer, models, pre_tokenizers
+import numpy as np
+import numpy.typing as npt
+from tokenizers import AddedToken, Regex, Tokenizer, models, pre_tokenizers
 
+from loaders.tokenizer_metadata import TokenType
 from pullweights.errors import FormatError, UnsupportedError
 
-__all__ = ["PRE_TOKENIZERS", "build_bpe_tokenizer", "byte_decoder", "parse_merges"]
+__all__ = ["PRE_TOKENIZERS", "BpeBackend", "build_bpe_tokenizer", "byte_decoder", "parse_merges"]
 
 _GPT2 = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)"
 _LLAMA3 = (
@@ -88,6 +92,46 @@ def build_bpe_tokenizer(tokens: Sequence[str], merges: Sequence[str], *, pre: st
     splits.append(pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False))
     tokenizer.pre_tokenizer = pre_tokenizers.Sequence(splits)
     return tokenizer
+
+
+class BpeBackend:
+    """Encodes text with a ``tokenizers`` BPE pipeline whose control, unknown and
+    user-defined entries are added tokens at their own ids: control and unknown tokens are
+    matched only when special tokens are parsed, user-defined ones always (as llama.cpp)."""
+
+    def __init__(
+        self, tokenizer: Tokenizer, tokens: Sequence[str], types: npt.NDArray[np.int32]
+    ) -> None:
+        self._tokenizer = tokenizer
+        self._lock = threading.Lock()  # guards the encode_special_tokens switch
+        kinds = (TokenType.CONTROL, TokenType.USER_DEFINED, TokenType.UNKNOWN)
+        ids = np.flatnonzero(np.isin(types, kinds)).tolist()
+        user = TokenType.USER_DEFINED
+        tokenizer.add_special_tokens(
+            [AddedToken(tokens[i], special=True, normalized=False) for i in ids if types[i] != user]
+        )
+        tokenizer.add_tokens(
+            [
+                AddedToken(tokens[i], special=False, normalized=False)
+                for i in ids
+                if types[i] == user
+            ]
+        )
+        for i in ids:
+            if tokenizer.token_to_id(tokens[i]) != i:
+                raise FormatError(f"special token {tokens[i]!r} (id {i}) could not keep its id")
+
+    def encode(self, text: str, *, parse_special: bool) -> list[int]:
+        """Token ids of ``text``."""
+        with self._lock:
+            self._tokenizer.encode_special_tokens = not parse_special
+            ids: list[int] = self._tokenizer.encode(text, add_special_tokens=False).ids
+        return ids
+
+    def token_to_id(self, token: str) -> int | None:
+        """The id of the vocabulary entry ``token``, or None."""
+        found = self._tokenizer.token_to_id(token)
+        return None if found is None else int(found)
 
 
 @cache

@@ -32,7 +32,7 @@ from pullweights.weights import Payload, WeightRef
 if TYPE_CHECKING:
     from pullweights.sources.base import ByteSource
 
-__all__ = ["WeightCache", "default_cache_dir"]
+__all__ = ["EntryVanished", "WeightCache", "default_cache_dir"]
 
 log = logging.getLogger("pullweights.cache")
 
@@ -46,6 +46,12 @@ def default_cache_dir() -> Path:
     xdg = os.environ.get("XDG_CACHE_HOME")
     base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
     return base / "pullweights"
+
+
+class EntryVanished(CacheError):
+    """An entry was removed by another process between its commit and its first read
+    (a concurrent load that saved the sessions holding it dropped it); pulling the
+    payload again makes it anew."""
 
 
 class WeightCache:
@@ -342,7 +348,7 @@ class WeightCache:
         self._bad.discard(record.key)
         arrays = self._open(record.key, writer.payload)
         if arrays is None:
-            raise CacheError(
+            raise EntryVanished(
                 f"cache at {self.root}: entry {record.key} vanished right after commit"
             )
         self._admit(record.key, sum(a.nbytes for a in arrays.values()))

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from pullweights.cache.index import RunningDigest
+from pullweights.cache.store import EntryVanished
 from pullweights.errors import PullWeightsError, SourceError
 from pullweights.events import Phase, Progress, ProgressCallback, span
 from pullweights.runtime.threads import joined
@@ -125,7 +126,10 @@ class WeightPuller:
 
     async def _pull_one(self, payload: Payload, stage: str) -> Arrays:
         async with self._slots:
-            arrays = await self._load(payload, stage)
+            try:
+                arrays = await self._load(payload, stage)
+            except EntryVanished:  # another process dropped it at once: make it again
+                arrays = await self._load(payload, stage)
         self._done += 1
         self._bytes_done += payload.length
         if self.progress is not None:

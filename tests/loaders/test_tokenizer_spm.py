@@ -1,86 +1,89 @@
-"""The vectorised SPM merge derivation against the definition, written out as a plain loop.
-
-:func:`loaders.tokenizer_spm.spm_merges` finds splits through 64-bit substring hashes; these
-tests compare it with the per-entry loop on random vocabularies (non-BMP characters, NUL, lone
-surrogates, tied scores) and force hash collisions with a degenerate hash base (1: every
-anagram collides) to check that a collision can neither add nor lose a merge.
-"""
+"""The SentencePiece ("llama") backend: special tokens split out as llama.cpp does, and
+the compiled model kept in (and read back from) the weight cache."""
 
 from __future__ import annotations
 
-import random
-from typing import Any
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from loaders import tokenizer_spm
-from loaders.tokenizer_spm import spm_merges
+from loaders.tokenizer_metadata import TokenType
+from loaders.tokenizer_spm import SpmBackend, load_spm_backend, spm_model_proto, vocabulary_key
+from pullweights.cache.blobs import read_blob
 
-ALPHABET = "ab▁é日😀\x00\ud800 c"
-
-
-def reference_merges(tokens: list[str], scores: np.ndarray) -> list[tuple[str, str]]:
-    """Every split into two entries; entries by descending score (id order on ties)."""
-    vocab = set(tokens)
-    ranked = sorted(range(len(tokens)), key=lambda i: (-float(scores[i]), i))
-    return [
-        (tokens[i][:cut], tokens[i][cut:])
-        for i in ranked
-        for cut in range(1, len(tokens[i]))
-        if tokens[i][:cut] in vocab and tokens[i][cut:] in vocab
-    ]
+N, C, U, B = TokenType.NORMAL, TokenType.CONTROL, TokenType.USER_DEFINED, TokenType.BYTE
+TOKENS = [
+    "<pad>", "<s>", "</s>", *[f"<0x{i:02X}>" for i in range(256)],
+    "▁", "a", "b", "ab", "▁ab", "<ctl>", "  ", "   ", "<ctl>x",
+]  # fmt: skip
+TYPES = np.array([C, C, C, *[B] * 256, N, N, N, N, N, C, U, U, C], np.int32)
+SCORES = np.array([0.0] * 259 + [-1.0, -2.0, -2.0, -0.5, -0.1, 0.0, 0.0, 0.0, 0.0], np.float32)
+ID = {t: i for i, t in enumerate(TOKENS)}
 
 
-def random_vocabulary(seed: int, size: int = 3000) -> tuple[list[str], np.ndarray]:
-    rng = random.Random(seed)
-    tokens = dict.fromkeys(ALPHABET)
-    while len(tokens) < size:
-        length = rng.randint(2, 9)
-        tokens["".join(rng.choice(ALPHABET) for _ in range(length))] = None
-    ordered = list(tokens)
-    rng.shuffle(ordered)
-    # Few distinct scores: many ties, which the ranking must break by id.
-    scores = np.array([rng.randint(-40, 0) for _ in ordered], dtype=np.float32)
-    return ordered, scores
+def backend(prefix: bool = False) -> SpmBackend:
+    proto = spm_model_proto(TOKENS, SCORES, TYPES, add_space_prefix=prefix)
+    return SpmBackend(proto, TOKENS, TYPES)
 
 
-@pytest.mark.parametrize("seed", range(4))
-def test_merges_match_definition(seed: int) -> None:
-    tokens, scores = random_vocabulary(seed)
-    expected = reference_merges(tokens, scores)
-    assert len(expected) > 1000
-    assert spm_merges(tokens, scores) == expected
+def test_merges_by_score_and_bytes_for_the_rest() -> None:
+    b = backend()
+    assert b.encode("ab", parse_special=False) == [ID["ab"]]
+    assert b.encode(" ab", parse_special=False) == [ID["▁ab"]]
+    assert b.encode("c", parse_special=False) == [ID["<0x63>"]]  # byte fallback
+    assert backend(prefix=True).encode("ab", parse_special=False) == [ID["▁ab"]]
 
 
-def test_merges_of_tiny_vocabularies() -> None:
-    one = np.zeros(1, np.float32)
-    assert spm_merges(["a"], one) == []
-    assert spm_merges([""], one) == []
-    assert spm_merges(["a", "b", "ab"], np.array([0, 0, 1], np.float32)) == [("a", "b")]
+def test_user_defined_always_control_only_when_parsed_longest_first() -> None:
+    b = backend()
+    # "   " (three spaces) wins over "  ": longest first, as llama.cpp partitions
+    assert b.encode("a   b", parse_special=False) == [ID["a"], ID["   "], ID["b"]]
+    assert b.encode("a<ctl>b", parse_special=True) == [ID["a"], ID["<ctl>"], ID["b"]]
+    assert ID["<ctl>"] not in b.encode("a<ctl>b", parse_special=False)
+    # a longer control token is cut first, even when a shorter one starts it
+    assert b.encode("<ctl>x<ctl>", parse_special=True) == [ID["<ctl>x"], ID["<ctl>"]]
 
 
-def test_false_hash_match_is_rejected(monkeypatch: Any) -> None:
-    """With base 1 "zy" hashes like the entry "yz": the split "x"+"zy" must not be a merge."""
-    monkeypatch.setattr(tokenizer_spm, "_BASE", 1)
-    tokens = ["x", "y", "z", "yz", "xzy"]
-    scores = np.zeros(len(tokens), np.float32)
-    assert tokenizer_spm._SubstringIndex(tokens).unique  # the vectorised path is taken
-    assert spm_merges(tokens, scores) == [("y", "z")] == reference_merges(tokens, scores)
+def test_token_to_id() -> None:
+    b = backend()
+    assert b.token_to_id("▁ab") == ID["▁ab"] and b.token_to_id("zz") is None
 
 
-def test_colliding_entries_use_the_loop(monkeypatch: Any) -> None:
-    monkeypatch.setattr(tokenizer_spm, "_BASE", 1)
-    tokens, scores = random_vocabulary(7, size=500)
-    tokens += ["ab", "ba", "aba", "baa"]  # anagrams: equal hashes under base 1
-    scores = np.concatenate([scores, np.array([1, 2, 3, 4], np.float32)])
-    assert not tokenizer_spm._SubstringIndex(tokens).unique
-    assert spm_merges(tokens, scores) == reference_merges(tokens, scores)
+def test_the_compiled_model_is_kept_in_the_cache(tmp_path: Path) -> None:
+    first = load_spm_backend(TOKENS, SCORES, TYPES, add_space_prefix=False, cache_dir=tmp_path)
+    key = vocabulary_key(TOKENS, SCORES, TYPES, False)
+    proto = read_blob(tmp_path, "spm", key)
+    assert proto == spm_model_proto(TOKENS, SCORES, TYPES, add_space_prefix=False)
+    again = load_spm_backend(TOKENS, SCORES, TYPES, add_space_prefix=False, cache_dir=tmp_path)
+    assert again.encode("a   ab", parse_special=False) == first.encode("a   ab", parse_special=False)
+    # another vocabulary (other flags) has another key
+    assert vocabulary_key(TOKENS, SCORES, TYPES, True) != key
 
 
-@pytest.mark.model
-def test_gemma_merges_match_definition(model_metadata: dict[str, dict[str, object]]) -> None:
-    meta = model_metadata["gemma3"]
-    tokens = list(meta["tokenizer.ggml.tokens"])  # type: ignore[call-overload]
-    scores = np.asarray(meta["tokenizer.ggml.scores"], dtype=np.float32)
-    assert spm_merges(tokens, scores) == reference_merges(tokens, scores)
+def test_a_damaged_cached_model_is_made_again(tmp_path: Path) -> None:
+    load_spm_backend(TOKENS, SCORES, TYPES, add_space_prefix=False, cache_dir=tmp_path)
+    (blob,) = (tmp_path / "blobs").iterdir()
+    data = bytearray(blob.read_bytes())
+    data[-3] ^= 0xFF
+    blob.write_bytes(bytes(data))
+    key = vocabulary_key(TOKENS, SCORES, TYPES, False)
+    assert read_blob(tmp_path, "spm", key) is None  # the checksum catches it
+    b = load_spm_backend(TOKENS, SCORES, TYPES, add_space_prefix=False, cache_dir=tmp_path)
+    assert b.encode("ab", parse_special=False) == [ID["ab"]]
+    assert read_blob(tmp_path, "spm", key) is not None  # replaced by a good one
+
+
+def test_a_cache_that_cannot_be_written_only_skips_keeping_it(tmp_path: Path) -> None:
+    blocked = tmp_path / "file"
+    blocked.write_text("not a directory")
+    b = load_spm_backend(TOKENS, SCORES, TYPES, add_space_prefix=False, cache_dir=blocked)
+    assert b.encode("ab", parse_special=False) == [ID["ab"]]
+
+
+@pytest.mark.parametrize("bad", [b"", b"not a proto"])
+def test_an_invalid_model_is_a_format_error(bad: bytes) -> None:
+    from pullweights.errors import FormatError
+
+    with pytest.raises(FormatError, match="SentencePiece model"):
+        SpmBackend(bad, TOKENS, TYPES)
