@@ -56,7 +56,8 @@ def test_the_compiled_model_is_kept_in_the_cache(tmp_path: Path) -> None:
     proto = read_blob(tmp_path, "spm", key)
     assert proto == spm_model_proto(TOKENS, SCORES, TYPES, add_space_prefix=False)
     again = load_spm_backend(TOKENS, SCORES, TYPES, add_space_prefix=False, cache_dir=tmp_path)
-    assert again.encode("a   ab", parse_special=False) == first.encode("a   ab", parse_special=False)
+    text = "a   ab"
+    assert again.encode(text, parse_special=False) == first.encode(text, parse_special=False)
     # another vocabulary (other flags) has another key
     assert vocabulary_key(TOKENS, SCORES, TYPES, True) != key
 
