@@ -26,6 +26,11 @@ async def joined[**P, T](fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwarg
     try:
         return await asyncio.shield(future)
     except asyncio.CancelledError:
-        with contextlib.suppress(BaseException):
-            await future
+        # Cancelled again while waiting (a shared pull is cancelled by each of its
+        # waiters): keep waiting, or the thread would outlive the cancelled load.
+        while not future.done():
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait([future])
+        if not future.cancelled():
+            future.exception()  # retrieved: the result of cancelled work is dropped
         raise
