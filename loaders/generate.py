@@ -25,9 +25,10 @@ from typing import Any, Literal
 
 import numpy as np
 
-from loaders.chat import chat_template_from_metadata, encode_chat
+from loaders.chat import chat_template_from_metadata, chat_template_name, encode_chat
 from loaders.model import LanguageModel
 from loaders.sampling import Sampler, SamplingParams, StopMatcher
+from loaders.tokenizer import MAX_ENCODE_CHARS
 from pullweights.errors import ComputeError
 
 __all__ = ["GenerationStats", "encode_prompt", "generate", "generate_tokens"]
@@ -76,19 +77,48 @@ def encode_prompt(model: LanguageModel, prompt: Prompt, *, chat: bool = False) -
             messages: Sequence[Mapping[str, Any]] = [{"role": "user", "content": prompt}]
             ids = _chat_ids(model, messages)
         else:
-            ids = tokenizer.encode(prompt, add_special=True, parse_special=False)
-    elif prompt and all(isinstance(m, Mapping) for m in prompt):
+            ids = tokenizer.encode(
+                prompt, add_special=True, parse_special=False, max_chars=_max_chars(model)
+            )
+    elif isinstance(prompt, Sequence) and prompt and all(isinstance(m, Mapping) for m in prompt):
         ids = _chat_ids(model, prompt)  # type: ignore[arg-type]
     else:
-        ids = [int(t) for t in prompt]  # type: ignore[arg-type]
+        ids = _token_ids(prompt)
     if not ids:
         raise ComputeError("generate: the prompt is empty (it encodes to no tokens)")
     return ids
 
 
+def _token_ids(prompt: object) -> list[int]:
+    """A prompt given as token ids: a sequence of integers."""
+    if not isinstance(prompt, (Sequence, np.ndarray)) or isinstance(prompt, (str, bytes)):
+        raise ComputeError(
+            f"generate: the prompt must be text, chat messages or token ids, got "
+            f"{type(prompt).__name__}"
+        )
+    ids: list[int] = []
+    for t in prompt:
+        if isinstance(t, bool) or not isinstance(t, (int, np.integer)):
+            raise ComputeError(f"generate: token id {t!r} is not an integer")
+        ids.append(int(t))
+    return ids
+
+
+def _max_chars(model: LanguageModel) -> int:
+    """Longest text that could still fit in the context: no token stands for more than
+    the longest vocabulary entry."""
+    return min(MAX_ENCODE_CHARS, model.context * model.tokenizer.max_token_chars)
+
+
 def _chat_ids(model: LanguageModel, messages: Sequence[Mapping[str, Any]]) -> list[int]:
     template = chat_template_from_metadata(model.metadata)
-    return encode_chat(model.tokenizer, messages, template=template)
+    return encode_chat(
+        model.tokenizer,
+        messages,
+        template=template,
+        name=chat_template_name(model.metadata),
+        max_chars=_max_chars(model),
+    )
 
 
 async def generate_tokens(

@@ -48,7 +48,11 @@ from loaders.tokenizer_metadata import (
 from loaders.tokenizer_spm import SPACE_MARK, build_spm_tokenizer
 from pullweights.errors import ComputeError, FormatError, UnsupportedError
 
-__all__ = ["EOG_TOKEN_TEXTS", "StreamDecoder", "TokenType", "Tokenizer"]
+__all__ = ["EOG_TOKEN_TEXTS", "MAX_ENCODE_CHARS", "StreamDecoder", "TokenType", "Tokenizer"]
+
+#: Longest text :meth:`Tokenizer.encode` takes by default: ``tokenizers`` needs ~90 bytes
+#: of working memory per character (10 M characters: ~850 MB, ~9 s).
+MAX_ENCODE_CHARS = 1 << 22
 
 _SPECIAL_TYPES = (TokenType.CONTROL, TokenType.USER_DEFINED, TokenType.UNKNOWN)
 _SKIPPED_TYPES = (TokenType.CONTROL, TokenType.UNKNOWN)
@@ -98,6 +102,7 @@ class Tokenizer:
         self.add_space_prefix = add_space_prefix
         self.eog_ids = eog_ids
         self._pieces: dict[int, bytes] = {}
+        self._max_token_chars: int | None = None
         self._byte_decoder = byte_decoder() if kind == "gpt2" else {}
 
     # ------------------------------------------------------------------ building
@@ -189,6 +194,13 @@ class Tokenizer:
         return len(self._tokens)
 
     @property
+    def max_token_chars(self) -> int:
+        """Characters of the longest vocabulary entry: no token stands for more text."""
+        if self._max_token_chars is None:
+            self._max_token_chars = max(map(len, self._tokens))
+        return self._max_token_chars
+
+    @property
     def special_ids(self) -> frozenset[int]:
         """Ids of control and unknown tokens: dropped by ``decode(skip_special=True)``."""
         return frozenset(np.flatnonzero(np.isin(self._types, _SKIPPED_TYPES)).tolist())
@@ -216,7 +228,12 @@ class Tokenizer:
     # ------------------------------------------------------------------ encoding
 
     def encode(
-        self, text: str, *, add_special: bool = True, parse_special: bool = True
+        self,
+        text: str,
+        *,
+        add_special: bool = True,
+        parse_special: bool = True,
+        max_chars: int = MAX_ENCODE_CHARS,
     ) -> list[int]:
         """Token ids of ``text``.
 
@@ -226,7 +243,18 @@ class Tokenizer:
             parse_special: encode control tokens written in ``text`` (``"<start_of_turn>"``)
                 as their ids; when false they are tokenized as plain text. User-defined tokens
                 are matched either way, as llama.cpp does.
+            max_chars: longest text accepted (``tokenizers`` holds ~90 bytes per character
+                while it works).
+
+        Raises:
+            ComputeError: ``text`` is not a string or is longer than ``max_chars``.
         """
+        if not isinstance(text, str):
+            raise ComputeError(f"encode: text must be a string, got {type(text).__name__}")
+        if len(text) > max_chars:
+            raise ComputeError(
+                f"encode: the text has {len(text)} characters, more than the {max_chars} accepted"
+            )
         with self._lock:
             self._backend.encode_special_tokens = not parse_special
             ids: list[int] = self._backend.encode(text, add_special_tokens=False).ids
