@@ -13,6 +13,8 @@ Example::
 
 from __future__ import annotations
 
+import os
+
 from loaders.blocks import Architecture
 from loaders.config import DEFAULT_CONTEXT, ModelConfig
 from loaders.gemma3 import GEMMA3
@@ -21,10 +23,11 @@ from loaders.llama import LLAMA
 from loaders.model import LanguageModel, LoadStats, build_model
 from loaders.qwen2 import QWEN2
 from loaders.sampling import SamplingParams
-from pullweights.errors import UnsupportedError
+from pullweights.errors import GraphError, SourceError, UnsupportedError
 from pullweights.events import ProgressCallback
 from pullweights.gguf.reader import GGUFFile, ModelSpec, open_gguf
 from pullweights.runtime.context import Context, create_context
+from pullweights.sources.base import ByteSource
 
 __all__ = [
     "ARCHITECTURES",
@@ -86,15 +89,48 @@ async def load_model(
 
     Raises:
         UnsupportedError: an architecture or tensor type that is not handled.
-        FormatError: metadata or tensors the architecture needs are missing or malformed.
-        SourceError: the file cannot be read.
+        FormatError: metadata or tensors the architecture needs are missing, malformed,
+            out of range or inconsistent with each other.
+        SourceError: ``model`` names nothing that can be opened, or the file cannot be read.
+        GraphError: ``context``, ``context_length`` or ``accuracy_level`` is invalid, or
+            the KV cache of ``context_length`` would not fit in memory.
     """
+    _check_options(model, context, context_length, accuracy_level)
     if isinstance(model, GGUFFile):
         return await _load(model, context, context_length, accuracy_level, progress)
     context = context or create_context()
     remote_dir = None if context.cache_dir is None else context.cache_dir / "remote"
     async with await open_gguf(model, remote_dir=remote_dir) as gguf:
         return await _load(gguf, context, context_length, accuracy_level, progress)
+
+
+def _check_options(
+    model: object, context: object, context_length: object, accuracy_level: object
+) -> None:
+    """The argument errors of :func:`load_model`, before anything is opened."""
+    specs = (str, os.PathLike, ByteSource, GGUFFile, list, tuple)
+    if not isinstance(model, specs) or (
+        isinstance(model, (list, tuple))
+        and not all(isinstance(p, (str, os.PathLike)) for p in model)
+    ):
+        raise SourceError(
+            f"load_model: {model!r:.80} is not a path, part paths, a model name, a URL or a "
+            "byte source"
+        )
+    if context is not None and not isinstance(context, Context):
+        raise GraphError(f"load_model: context must come from create_context(), got {context!r}")
+    if context_length is not None and (
+        not isinstance(context_length, int) or isinstance(context_length, bool)
+    ):
+        raise GraphError(f"context_length must be an int, got {context_length!r}")
+    if accuracy_level is not None and accuracy_level not in ACCURACY_LEVELS:
+        raise GraphError(
+            f"accuracy_level must be one of {ACCURACY_LEVELS} (MatMulNBits), got {accuracy_level!r}"
+        )
+
+
+#: ``MatMulNBits`` accuracy levels: 0 exact float activations ... 4 int8 activations.
+ACCURACY_LEVELS = (0, 1, 2, 3, 4)
 
 
 async def _load(

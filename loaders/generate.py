@@ -104,6 +104,14 @@ def _token_ids(prompt: object) -> list[int]:
     return ids
 
 
+def _params(params: object) -> SamplingParams:
+    if params is None:
+        return SamplingParams()
+    if not isinstance(params, SamplingParams):
+        raise ComputeError(f"generate: params must be SamplingParams, got {type(params).__name__}")
+    return params
+
+
 def _max_chars(model: LanguageModel) -> int:
     """Longest text that could still fit in the context: no token stands for more than
     the longest vocabulary entry."""
@@ -136,10 +144,10 @@ async def generate_tokens(
     Raises:
         ComputeError: an empty prompt, or one longer than the model's context.
     """
-    params = params or SamplingParams()
+    params = _params(params)
     stats = stats if stats is not None else GenerationStats()
     sampler = Sampler(params)
-    history = [int(t) for t in prompt_ids]
+    history = _token_ids(prompt_ids)
     if not history:
         raise ComputeError("generate: the prompt is empty (no tokens)")
     if len(history) > model.context:
@@ -190,7 +198,7 @@ async def generate(
     Raises:
         ComputeError: an empty prompt, or one longer than the model's context.
     """
-    params = params or SamplingParams()
+    params = _params(params)
     stats = stats if stats is not None else GenerationStats()
     ids = encode_prompt(model, prompt, chat=chat)
     decoder = model.tokenizer.stream()

@@ -25,6 +25,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import cache
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -137,7 +138,8 @@ class Tokenizer:
                 raise FormatError(f"{PREFIX}scores is required for a 'llama' vocabulary")
             add_space_prefix = get_bool(meta, "add_space_prefix", default=True)
             unk_id = get_id(meta, "unknown_token_id", n_vocab)
-            backend = build_spm_tokenizer(
+            backend = _translated(
+                build_spm_tokenizer,
                 tokens,
                 scores,
                 add_space_prefix=add_space_prefix,
@@ -147,7 +149,7 @@ class Tokenizer:
         elif kind == "gpt2":
             merges = get_str_list(meta, "merges")
             pre = get_str(meta, "pre", default="default")
-            backend = build_bpe_tokenizer(tokens, merges, pre=pre)
+            backend = _translated(build_bpe_tokenizer, tokens, merges, pre=pre)
             add_space_prefix = False
             add_bos_default = pre in ("llama3", "llama-v3", "llama-bpe")
         else:
@@ -161,7 +163,7 @@ class Tokenizer:
             # llama.cpp makes end-of-generation tokens found by their text control tokens.
             types = types.copy()
             types[eog_by_text] = TokenType.CONTROL
-        _add_special_tokens(backend, tokens, types)
+        _translated(_add_special_tokens, backend, tokens, types)
         bos_id = get_id(meta, "bos_token_id", n_vocab)
         eos_id = get_id(meta, "eos_token_id", n_vocab)
         add_bos = get_bool(meta, "add_bos_token", default=add_bos_default)
@@ -257,7 +259,10 @@ class Tokenizer:
             )
         with self._lock:
             self._backend.encode_special_tokens = not parse_special
-            ids: list[int] = self._backend.encode(text, add_special_tokens=False).ids
+            try:
+                ids: list[int] = self._backend.encode(text, add_special_tokens=False).ids
+            except Exception as exc:  # tokenizers raises plain Exceptions
+                raise ComputeError(f"encode: the tokenizer failed: {exc}") from exc
         if add_special:
             if self.add_bos and self.bos_id is not None:
                 ids.insert(0, self.bos_id)
@@ -384,6 +389,22 @@ def _add_special_tokens(
     for i in ids:
         if backend.token_to_id(tokens[i]) != i:
             raise FormatError(f"special token {tokens[i]!r} (id {i}) could not keep its id")
+
+
+def _translated[T](build: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """``build(*args, **kwargs)`` with errors of ``tokenizers`` (plain ``Exception``s, or a
+    Rust panic) as :class:`FormatError`: they come from the file's tokenizer data (a merge
+    naming a token the vocabulary lacks, an unknown token that is not in it...)."""
+    try:
+        return build(*args, **kwargs)
+    except (FormatError, UnsupportedError):
+        raise
+    except Exception as exc:
+        raise FormatError(f"{PREFIX}* data cannot build a tokenizer: {exc}") from exc
+    except BaseException as exc:
+        if type(exc).__name__ == "PanicException":  # pyo3's, a BaseException
+            raise FormatError(f"{PREFIX}* data cannot build a tokenizer: {exc}") from exc
+        raise
 
 
 def _release_free_heap() -> None:

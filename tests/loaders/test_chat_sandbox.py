@@ -202,8 +202,8 @@ def _plain(template: str, **variables: Any) -> str:
     env = ImmutableSandboxedEnvironment(
         trim_blocks=True, lstrip_blocks=True, extensions=[jinja2.ext.loopcontrols]
     )
-    env.filters["tojson"] = lambda v, ensure_ascii=False, indent=None, sort_keys=False: (
-        json.dumps(v, ensure_ascii=ensure_ascii, indent=indent, sort_keys=sort_keys)
+    env.filters["tojson"] = lambda v, ensure_ascii=False, indent=None, sort_keys=False: json.dumps(
+        v, ensure_ascii=ensure_ascii, indent=indent, sort_keys=sort_keys
     )
     return env.from_string(template).render(**variables)
 
