@@ -146,3 +146,19 @@ def test_checks_are_collected_once_per_file_through_parts(tmp_path: Path) -> Non
     finally:
         for part in concat.parts:
             part.close()  # type: ignore[attr-defined]
+
+
+def test_a_file_that_cannot_be_mapped_closes_only_its_own_descriptor(tmp_path: Path) -> None:
+    import gc
+
+    keep = tmp_path / "keep"
+    keep.write_bytes(b"abc")
+    with pytest.raises(SourceError, match="cannot map") as info:
+        FileSource(tmp_path)  # a directory opens but does not map; its traceback keeps it
+    fd = os.open(keep, os.O_RDONLY)  # very likely the number the failed source just closed
+    try:
+        del info
+        gc.collect()  # the failed source goes: it must not close that number again
+        assert os.read(fd, 3) == b"abc"
+    finally:
+        os.close(fd)
