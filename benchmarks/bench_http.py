@@ -35,6 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # for tests.servers when run as a script
 
 from pullweights.sources.http import HttpSource  # noqa: E402
+from pullweights.sources.http_settings import HttpSettings  # noqa: E402
 from tests.servers.nginx import NginxServer, nginx_binary, wait_for_port  # noqa: E402
 
 MiB = 1 << 20
@@ -81,7 +82,7 @@ async def http_once(
 ) -> tuple[float, float]:
     """Seconds and CPU seconds (this process) for one whole-file read_into."""
     async with await HttpSource.open(
-        url, chunk_size=chunk, concurrency=concurrency, direct_receive=direct
+        url, settings=HttpSettings(chunk_size=chunk, concurrency=concurrency, direct_receive=direct)
     ) as source:
         cpu, started = time.process_time(), time.perf_counter()
         await source.read_into(0, memoryview(out))

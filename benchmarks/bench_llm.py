@@ -43,15 +43,21 @@ TEXT = (
 async def pullweights_worker(request: dict[str, Any]) -> dict[str, Any]:
     """The pullweights side of one process: load, then prefill + decode ``repeats`` times."""
     from loaders import load_model
-    from pullweights.runtime.context import create_context
     from pullweights.memstats import MemoryMonitor
+    from pullweights.runtime.context import create_context
 
     with MemoryMonitor() as monitor:
         start = time.perf_counter()
         context = create_context(
             cache_dir=request["cache_dir"], intra_op_threads=int(request["n_threads"])
         )
-        model = await load_model(request["model"], context=context, context_length=request["n_ctx"])
+        stages = request.get("stages", "auto")
+        model = await load_model(
+            request["model"],
+            context=context,
+            context_length=request["n_ctx"],
+            stages=int(stages) if str(stages).isdigit() else stages,
+        )
         load_s = time.perf_counter() - start
         prompt = np.asarray(request["prompt"], dtype=np.int64)
         runs = []
@@ -71,6 +77,7 @@ async def pullweights_worker(request: dict[str, Any]) -> dict[str, Any]:
         "peak_private": monitor.peak_anonymous,
         "cache_hits": model.stats.cache_hits,
         "transformed": model.stats.transformed,
+        "stages": len(model.graph.stages),
     }
 
 
@@ -78,8 +85,9 @@ def run_worker(method: str, request: dict[str, Any]) -> dict[str, Any]:
     """One fresh process of ``method``; returns its JSON result."""
     with tempfile.TemporaryDirectory(prefix="pw-bench-") as tmp:
         path = Path(tmp, "request.json")
-        if method == "pullweights":
-            path.write_text(json.dumps(request))
+        if method.startswith("pullweights"):
+            _, _, stages = method.partition(":")
+            path.write_text(json.dumps({**request, "stages": stages or "auto"}))
             cmd = [sys.executable, "-m", "benchmarks.bench_llm", "--worker", str(path)]
         else:
             path.write_text(json.dumps({**request, "model": request["gguf"], "mode": "bench"}))
@@ -128,6 +136,11 @@ def main() -> int:
     parser.add_argument("--inner", type=int, default=2, help="prefill+decode runs per process")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--context", type=int, default=2048)
+    parser.add_argument(
+        "--stages",
+        default="auto",
+        help="comma-separated stage plans to compare (auto, marked, or a count; 1 = one session)",
+    )
     parser.add_argument("--gguf-dir", default="/tmp")
     parser.add_argument("--cache-dir", default=str(Path.home() / ".cache" / "pullweights"))
     parser.add_argument("--out", default=str(RESULTS / "llm.json"))
@@ -148,11 +161,14 @@ def main() -> int:
         "n_threads": args.threads,
         "cache_dir": args.cache_dir,
     }
-    warm = run_worker("pullweights", request)  # fills the weight cache; not counted
-    print(f"warm-up: load {warm['load_s']:.1f} s", file=sys.stderr)
-    results: dict[str, list[dict[str, Any]]] = {"pullweights": [], "llama.cpp": []}
+    plans = [p.strip() for p in args.stages.split(",") if p.strip()]
+    methods = ["pullweights" if p == "auto" else f"pullweights:{p}" for p in plans]
+    for method in methods:  # fills the weight cache and saved sessions; not counted
+        warm = run_worker(method, request)
+        print(f"warm-up {method}: load {warm['load_s']:.1f} s", file=sys.stderr)
+    results: dict[str, list[dict[str, Any]]] = {m: [] for m in [*methods, "llama.cpp"]}
     for rep in range(args.repeats):
-        order = ["pullweights", "llama.cpp"] if rep % 2 == 0 else ["llama.cpp", "pullweights"]
+        order = list(results) if rep % 2 == 0 else list(reversed(results))
         for method in order:
             results[method].append(run_worker(method, request))
             last = results[method][-1]["runs"][-1]
@@ -162,7 +178,18 @@ def main() -> int:
                 file=sys.stderr,
             )
     summary = {m: summarize(r, len(prompt), args.decode) for m, r in results.items()}
-    pw, ll = summary["pullweights"], summary["llama.cpp"]
+    ll = summary["llama.cpp"]
+    ratios: dict[str, dict[str, float]] = {}
+    for method in methods:
+        pw = summary[method]
+        ratios[method] = {
+            "prefill_over_llamacpp": pw["prefill_tokens_per_s"] / ll["prefill_tokens_per_s"],
+            "decode_over_llamacpp": pw["decode_tokens_per_s"] / ll["decode_tokens_per_s"],
+            "ttft_over_llamacpp": pw["time_to_first_token_s"] / ll["time_to_first_token_s"],
+            "load_over_llamacpp": pw["load_s"] / ll["load_s"],
+            "peak_private_over_llamacpp_peak_rss": pw["peak_private_mib"] / ll["peak_rss_mib"],
+            "peak_rss_over_llamacpp": pw["peak_rss_mib"] / ll["peak_rss_mib"],
+        }
     entry = {
         "setup": {
             **{k: v for k, v in request.items() if k != "prompt"},
@@ -170,24 +197,15 @@ def main() -> int:
             "date": time.strftime("%Y-%m-%d %H:%M"),
         },
         "summary": summary,
-        "ratios": {
-            "prefill_pullweights_over_llamacpp": pw["prefill_tokens_per_s"]
-            / ll["prefill_tokens_per_s"],
-            "decode_pullweights_over_llamacpp": pw["decode_tokens_per_s"]
-            / ll["decode_tokens_per_s"],
-            "ttft_pullweights_over_llamacpp": pw["time_to_first_token_s"]
-            / ll["time_to_first_token_s"],
-            "pullweights_peak_private_over_llamacpp_peak_rss": pw["peak_private_mib"]
-            / ll["peak_rss_mib"],
-        },
+        "ratios": ratios,
         "raw": results,
     }
     out = Path(args.out)
     everything = json.loads(out.read_text()) if out.exists() else {}
-    everything[args.model] = entry
+    everything[f"{args.model} threads={args.threads}"] = entry
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(everything, indent=2) + "\n")
-    print(json.dumps({"summary": summary, "ratios": entry["ratios"]}, indent=2))
+    print(json.dumps({"summary": summary, "ratios": ratios}, indent=2))
     return 0
 
 

@@ -28,9 +28,7 @@ from typing import Any
 
 import numpy as np
 
-LLAMACPP_PYTHON = os.environ.get(
-    "PULLWEIGHTS_LLAMACPP_PYTHON", "/work/llamacpp-venv/bin/python"
-)
+LLAMACPP_PYTHON = os.environ.get("PULLWEIGHTS_LLAMACPP_PYTHON", "/work/llamacpp-venv/bin/python")
 WORKER = Path(__file__).with_name("llamacpp_worker.py")
 RESULTS = Path(__file__).with_name("results")
 

@@ -14,18 +14,32 @@ Example::
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from typing import Any
 
 from loaders.blocks import Architecture
 from loaders.config import DEFAULT_CONTEXT, ModelConfig
 from loaders.gemma3 import GEMMA3
-from loaders.generate import GenerationStats, encode_prompt, generate, generate_tokens
+from loaders.generate import (
+    GenerationStats,
+    Step,
+    TextChunk,
+    encode_prompt,
+    generate,
+    generate_chunks,
+    generate_steps,
+    generate_tokens,
+)
 from loaders.llama import LLAMA
 from loaders.model import LanguageModel, LoadStats, build_model
+from loaders.plan import LoadPlan
 from loaders.qwen2 import QWEN2
 from loaders.sampling import SamplingParams
+from loaders.slots import KVSlot, SlotPool
 from pullweights.errors import GraphError, SourceError, UnsupportedError
 from pullweights.events import ProgressCallback
 from pullweights.gguf.reader import GGUFFile, ModelSpec, open_gguf
+from pullweights.graph.stages import StagePlan
 from pullweights.runtime.context import Context, create_context
 from pullweights.sources.base import ByteSource
 
@@ -34,13 +48,20 @@ __all__ = [
     "DEFAULT_CONTEXT",
     "Architecture",
     "GenerationStats",
+    "KVSlot",
     "LanguageModel",
+    "LoadPlan",
     "LoadStats",
     "ModelConfig",
     "SamplingParams",
+    "SlotPool",
+    "Step",
+    "TextChunk",
     "architecture_for",
     "encode_prompt",
     "generate",
+    "generate_chunks",
+    "generate_steps",
     "generate_tokens",
     "load_model",
 ]
@@ -72,6 +93,9 @@ async def load_model(
     context_length: int | None = None,
     accuracy_level: int | None = None,
     progress: ProgressCallback | None = None,
+    stages: StagePlan = "auto",
+    slots: int = 1,
+    on_plan: Callable[[LoadPlan], object] | None = None,
 ) -> LanguageModel:
     """Open a GGUF model, build its decoder graph, pull its weights and compile.
 
@@ -82,10 +106,22 @@ async def load_model(
         context: where to compile and run (policy, threads, weight cache); default
             :func:`pullweights.create_context`.
         context_length: positions the KV cache holds (default
-            :data:`DEFAULT_CONTEXT`, at most the model's training context).
+            :data:`DEFAULT_CONTEXT`); a larger value than the model's training context is
+            capped to it (:attr:`LoadPlan.context_capped` tells).
         accuracy_level: ``MatMulNBits`` accuracy level (default: 4, int8 activations;
             0 computes with exact float activations).
         progress: called with a :class:`~pullweights.events.Progress` per weight pulled.
+        stages: how the decoder is cut into stages, each its own onnxruntime session
+            compiled as soon as its weights have arrived (see
+            :meth:`pullweights.GraphBuilder.build`; ``1`` compiles one session).
+        slots: how many sequences may generate at once (:attr:`LanguageModel.slots`); each
+            slot is a KV cache that uses memory as its sequence grows (up to
+            ``2 * layers * kv_heads * context * head_dim * 4`` bytes) and keeps its tokens
+            for prefix reuse. More generations than slots wait for one.
+        on_plan: called (and awaited, if it returns an awaitable) with the
+            :class:`LoadPlan` once the header is read and before any weight is pulled:
+            the config, the context length the load uses, the metadata, and a way to
+            count a prompt's tokens. An exception it raises ends the load.
 
     Raises:
         UnsupportedError: an architecture or tensor type that is not handled.
@@ -96,12 +132,23 @@ async def load_model(
             the KV cache of ``context_length`` would not fit in memory.
     """
     _check_options(model, context, context_length, accuracy_level)
+    options = {
+        "context_length": context_length,
+        "accuracy_level": accuracy_level,
+        "progress": progress,
+        "stages": stages,
+        "slots": slots,
+        "on_plan": on_plan,
+    }
     if isinstance(model, GGUFFile):
-        return await _load(model, context, context_length, accuracy_level, progress)
+        return await _load(model, context, options)
     context = context or create_context()
     remote_dir = None if context.cache_dir is None else context.cache_dir / "remote"
     async with await open_gguf(model, remote_dir=remote_dir) as gguf:
-        return await _load(gguf, context, context_length, accuracy_level, progress)
+        loaded = await _load(gguf, context, options)
+        if isinstance(model, str) and context.cache is not None:
+            context.cache.register_model(gguf.source, name=model)  # what `cache list` calls it
+        return loaded
 
 
 def _check_options(
@@ -133,18 +180,5 @@ def _check_options(
 ACCURACY_LEVELS = (0, 1, 2, 3, 4)
 
 
-async def _load(
-    gguf: GGUFFile,
-    context: Context | None,
-    context_length: int | None,
-    accuracy_level: int | None,
-    progress: ProgressCallback | None,
-) -> LanguageModel:
-    return await build_model(
-        gguf,
-        architecture_for(gguf.architecture),
-        context=context,
-        context_length=context_length,
-        accuracy_level=accuracy_level,
-        progress=progress,
-    )
+async def _load(gguf: GGUFFile, context: Context | None, options: dict[str, Any]) -> LanguageModel:
+    return await build_model(gguf, architecture_for(gguf.architecture), context=context, **options)

@@ -1,17 +1,21 @@
-"""A loaded language model: its compiled decoder graph, tokenizer and KV cache.
+"""A loaded language model: its compiled decoder graph, tokenizer and KV cache slots.
 
-The KV cache is one pair of :class:`~pullweights.runtime.tensor.Tensor` per layer, allocated once
-at ``float32[1, kv_heads, context, head_dim]`` (zero pages: memory is only touched as
-positions fill) and bound as both the ``past_*`` inputs and the ``present_*`` outputs of
+Each sequence's KV cache is a :class:`~loaders.slots.KVSlot`: one pair of
+:class:`~pullweights.runtime.tensor.Tensor` per layer, allocated at the model's cache
+descriptor (``float32[1, kv_heads, context, head_dim]``; zero pages: memory is only touched
+as positions fill) and bound as both the ``past_*`` inputs and the ``present_*`` outputs of
 every step, so ``GroupQueryAttention`` appends the new rows in place. A step takes any
-number of new tokens: the prompt in one step, then one token per step.
+number of new tokens: the prompt in one step, then one token per step. Steps on different
+slots may run at the same time (separate dispatches of the one graph); generations borrow
+slots from :attr:`LanguageModel.slots`, and :meth:`LanguageModel.forward` without a slot
+uses a slot of its own (:attr:`LanguageModel.default_slot`).
 """
 
 from __future__ import annotations
 
-import asyncio
+import inspect
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -20,6 +24,8 @@ from gguf import GGMLQuantizationType
 
 from loaders.blocks import Architecture, DecoderInputs
 from loaders.config import DEFAULT_CONTEXT, ModelConfig
+from loaders.plan import LoadPlan
+from loaders.slots import KVSlot, SlotPool
 from loaders.tokenizer import Tokenizer
 from loaders.validate import check_tensors
 from loaders.weights import WeightMap
@@ -27,7 +33,7 @@ from pullweights import Context, Graph, GraphBuilder, Tensor, TensorDescriptor, 
 from pullweights.allocation import check_allocation
 from pullweights.dtypes import cast_exact
 from pullweights.errors import ComputeError, FormatError, GraphError
-from pullweights.events import ProgressCallback
+from pullweights.events import Phase, ProgressCallback, mark
 from pullweights.gguf.reader import GGUFFile
 from pullweights.graph.stages import StagePlan
 
@@ -36,7 +42,8 @@ __all__ = ["LanguageModel", "LoadStats", "build_model"]
 
 @dataclass(frozen=True)
 class LoadStats:
-    """What loading cost: wall time and how many transformed weights the cache served."""
+    """What loading cost: wall time, and how many of the transformed weights the cache
+    served (as entries, or inside saved sessions) instead of transforming them again."""
 
     seconds: float
     payloads: int
@@ -52,10 +59,11 @@ class LanguageModel:
         tokenizer: its tokenizer (from the GGUF metadata).
         metadata: the GGUF metadata (names, chat template) without its long arrays (the
             vocabulary lives in the tokenizer).
-        context: positions the KV cache holds; prompt plus generated tokens must fit.
-        position: tokens currently in the KV cache.
+        context: positions a KV cache holds; prompt plus generated tokens must fit.
         graph: the compiled decoder graph.
         stats: what loading cost.
+        slots: the pool of KV cache slots that generations borrow (``slots`` of them).
+        default_slot: the slot :meth:`forward` uses when given none (not in the pool).
     """
 
     def __init__(
@@ -68,6 +76,7 @@ class LanguageModel:
         cache_descriptor: TensorDescriptor,
         stats: LoadStats,
         tables: Mapping[str, np.ndarray] | None = None,
+        slots: int = 1,
     ) -> None:
         self.config = config
         self.tokenizer = tokenizer
@@ -75,32 +84,35 @@ class LanguageModel:
         self.graph = graph
         self.stats = stats
         self.context = cache_descriptor.static_shape[2]
-        self.position = 0
-        self._caches = {
-            f"{kind}.{layer}": Tensor.create(cache_descriptor)
-            for layer in range(config.n_layers)
-            for kind in ("key", "value")
-        }
-        self._inputs: dict[str, Tensor] = {f"past_{name}": t for name, t in self._caches.items()}
+        self.slots = SlotPool(cache_descriptor, config.n_layers, slots)
+        self.default_slot = KVSlot(cache_descriptor, config.n_layers)
         # RoPE tables of this context's positions, bound on every step (the graph itself
         # is the same for every context length).
-        self._inputs.update({name: Tensor(arr) for name, arr in (tables or {}).items()})
-        self._outputs = {f"present_{name}": t for name, t in self._caches.items()}
-        self._lock = asyncio.Lock()
+        self._tables = {name: Tensor(arr) for name, arr in (tables or {}).items()}
+
+    @property
+    def position(self) -> int:
+        """Tokens currently in the default slot's KV cache."""
+        return self.default_slot.position
 
     @property
     def kv_cache_bytes(self) -> int:
-        """Bytes reserved by the KV cache (only touched pages use memory)."""
-        return sum(t.descriptor.nbytes for t in self._caches.values())
+        """Bytes reserved by one slot's KV cache (only touched pages use memory)."""
+        return self.default_slot.nbytes
 
     def reset(self) -> None:
-        """Forget every cached position (the next step is a new prompt)."""
-        self.position = 0
+        """Forget every position of the default slot (the next step is a new prompt)."""
+        self.default_slot.reset()
 
     async def forward(
-        self, token_ids: Sequence[int] | npt.NDArray[np.integer], *, all_logits: bool = False
+        self,
+        token_ids: Sequence[int] | npt.NDArray[np.integer],
+        *,
+        all_logits: bool = False,
+        slot: KVSlot | None = None,
     ) -> npt.NDArray[np.float32]:
-        """Append ``token_ids`` to the cache and return logits.
+        """Append ``token_ids`` to ``slot``'s cache (default: :attr:`default_slot`) and
+        return logits.
 
         Returns:
             ``float32[1, vocab]`` for the last token, or ``[len(token_ids), vocab]`` with
@@ -125,11 +137,12 @@ class LanguageModel:
                 f"forward: token ids must lie in [0, {self.config.vocab_size}), "
                 f"got {int(ids.min())}..{int(ids.max())}"
             )
-        async with self._lock:
-            total = self.position + n
+        slot = slot if slot is not None else self.default_slot
+        async with slot.lock:
+            total = slot.position + n
             if total > self.context:
                 raise ComputeError(
-                    f"forward: {n} tokens after {self.position} cached ones need {total} "
+                    f"forward: {n} tokens after {slot.position} cached ones need {total} "
                     f"positions; the context holds {self.context} (load with a larger "
                     f"context_length, up to the model's {self.config.train_context})"
                 )
@@ -139,10 +152,11 @@ class LanguageModel:
                 "logits_index": index,
                 "seqlens_k": np.array([total - 1], dtype=np.int32),
                 "total_sequence_length": np.array(total, dtype=np.int32),
-                **self._inputs,
+                **slot.inputs,
+                **self._tables,
             }
-            result = await self.graph.dispatch(inputs, self._outputs)
-            self.position = total
+            result = await self.graph.dispatch(inputs, slot.outputs)
+            slot.tokens.extend(ids.tolist())
         return result["logits"].view()
 
 
@@ -155,6 +169,8 @@ async def build_model(
     accuracy_level: int | None = None,
     progress: ProgressCallback | None = None,
     stages: StagePlan = "auto",
+    slots: int = 1,
+    on_plan: Callable[[LoadPlan], object] | None = None,
 ) -> LanguageModel:
     """Build, load and compile ``gguf`` as ``architecture`` (see :func:`loaders.load_model`)."""
     start = time.perf_counter()
@@ -166,50 +182,45 @@ async def build_model(
     check_tensors(config, gguf.tensors, gguf.metadata)  # before anything is sized from config
     if "rope_freqs.weight" in gguf.tensors:
         config = replace(config, rope_freq_factors=await _freq_factors(gguf, config))
-    length = min(context_length or DEFAULT_CONTEXT, config.train_context)
-    if length < 1:
+    if context_length is not None and context_length < 1:
         raise GraphError(f"context_length must be >= 1, got {context_length}")
+    if not isinstance(slots, int) or isinstance(slots, bool) or slots < 1:
+        raise GraphError(f"slots must be >= 1, got {slots!r}")
+    length = min(context_length or DEFAULT_CONTEXT, config.train_context)
     check_allocation(
-        _state_bytes(config, length),
-        f"the KV cache and RoPE tables of {config.n_layers} layers x {length} positions",
+        slots * _state_bytes(config, length),
+        f"the KV caches ({slots} slots) and RoPE tables of {config.n_layers} layers x "
+        f"{length} positions",
         GraphError,
     )
+    plan = LoadPlan(config, length, context_length, gguf.metadata)
     # The tokenizer is built in a worker thread while onnxruntime creates the session in
     # another. Building it holds the GIL for long stretches (about 1 s for gemma3's
     # vocabulary, most of it in one ``tokenizers`` call), which stalls every Python step
     # of compiling (hashing the session key, opening cache entries: each I/O call waits
     # for the GIL again); so it starts only once the session is being created, when
-    # compiling needs almost no Python (qwen2.5-0.5b warm load 1.6 -> 1.2 s measured).
-    tokenizer_task: asyncio.Future[Tokenizer] | None = None
-
-    def start_tokenizer() -> None:
-        nonlocal tokenizer_task
-        if tokenizer_task is None:
-            tokenizer_task = asyncio.ensure_future(
-                asyncio.to_thread(Tokenizer.from_gguf_metadata, gguf.metadata)
-            )
-
+    # compiling needs almost no Python (qwen2.5-0.5b warm load 1.6 -> 1.2 s measured),
+    # unless ``on_plan`` needed it earlier to count a prompt's tokens.
     try:
+        if on_plan is not None:
+            checked = on_plan(plan)
+            if inspect.isawaitable(checked):
+                await checked
         builder = GraphBuilder(context)
         weights = WeightMap(builder, gguf, accuracy_level=accuracy_level)
         io = DecoderInputs.declare(builder, config, length)
         logits = architecture.build(builder, weights, io)
         payloads = weights.payloads
         transformed = [p for p in payloads if p.transform is not None]
-        cache = context.cache
-        hits = sum(1 for p in transformed if cache is not None and cache.contains(p))
         graph = await builder.build(
             {"logits": logits, **io.presents},
             stages=stages,
             progress=progress,
-            on_compile_start=start_tokenizer,
+            on_compile_start=plan.start_tokenizer,
         )
-        start_tokenizer()  # no-op: compiling has called it (kept for any path that did not)
-        assert tokenizer_task is not None
-        tokenizer = await tokenizer_task
+        tokenizer = await plan.tokenizer()
     except BaseException:
-        if tokenizer_task is not None:
-            tokenizer_task.cancel()
+        plan.cancel()
         raise
     model = LanguageModel(
         config=config,
@@ -218,13 +229,15 @@ async def build_model(
         graph=graph,
         cache_descriptor=io.cache_descriptor,
         tables=io.tables,
-        stats=LoadStats(0.0, len(payloads), len(transformed), hits),
+        stats=LoadStats(0.0, len(payloads), len(transformed), len(transformed) - graph.transformed),
+        slots=slots,
     )
     # One token through the graph, as llama.cpp's warm-up: onnxruntime's first run
     # allocates and initializes (~0.2 s) and should not count as the first prompt's time.
     await model.forward([0])
     model.reset()
     model.stats = replace(model.stats, seconds=time.perf_counter() - start)
+    mark(Phase.READY, "model")
     return model
 
 
@@ -236,7 +249,7 @@ async def _freq_factors(gguf: GGUFFile, config: ModelConfig) -> tuple[float, ...
             f"rope_freqs.weight: {tensor.ggml_type.name}{list(tensor.shape)}, expected "
             f"F32[{config.head_dim // 2}]"
         )
-    data = await gguf.source.read(tensor.offset, tensor.nbytes)
+    data = await tensor.source.read(tensor.offset, tensor.nbytes)
     factors = np.frombuffer(data, dtype=np.float32)
     if not bool(np.all(np.isfinite(factors) & (factors > 0))):
         raise FormatError("rope_freqs.weight: every factor must be a finite number > 0")

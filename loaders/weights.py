@@ -19,11 +19,9 @@ Activations are 2-D ``[tokens, features]`` throughout.
 from __future__ import annotations
 
 import numpy as np
-from gguf import GGMLQuantizationType
 
 from pullweights.errors import FormatError, GraphError
 from pullweights.gguf.layouts import (
-    DequantizeTransform,
     MatMulNBitsTransform,
     Role,
     choose_transform,
@@ -39,10 +37,11 @@ __all__ = ["WeightMap"]
 class WeightMap:
     """Declares the tensors of one GGUF file in one builder, each payload once.
 
-    A tensor's layout comes from :func:`~pullweights.gguf.layouts.choose_transform` for its
-    first role: quantized matrices (``matmul``, ``embedding``) get the ``MatMulNBits``
-    layout, F32 tensors are views, and other float types (F16, BF16) are dequantized to
-    float32 for matrices (``DequantizeTransform``; cached) or cast in the graph for norms.
+    A tensor's layout is :func:`~pullweights.gguf.layouts.choose_transform`'s for its
+    first role, nothing else (so ``pullweights inspect`` shows what is built): quantized
+    matrices (``matmul``, ``embedding``) get the ``MatMulNBits`` layout, F32 tensors are
+    views, and other float types (F16, BF16, F64; :mod:`pullweights.gguf.plain`) are
+    dequantized to float32 for matrices (cached) or viewed and cast in the graph for norms.
 
     Args:
         builder: the graph under construction.
@@ -59,6 +58,7 @@ class WeightMap:
         self.accuracy_level = accuracy_level
         self._payloads: dict[str, Payload] = {}
         self._operands: dict[str, Operand] = {}
+        self._block_sums: dict[tuple[str, int, int], Operand] = {}
 
     # ------------------------------------------------------------------ lookup
     @property
@@ -88,8 +88,6 @@ class WeightMap:
         if payload is None:
             tensor = self.tensor(name)
             transform = choose_transform(tensor.ggml_type, tensor.shape, role)
-            if transform is None and role != "dense" and tensor.ggml_type not in _FLOAT32:
-                transform = DequantizeTransform(tensor.ggml_type, tensor.shape, "float32")
             payload = tensor.payload(transform)
             self._payloads[name] = payload
         return payload
@@ -142,11 +140,17 @@ class WeightMap:
         )
         if not t.has_mins:
             return y
-        # Exact min term: sum of x over each block times that block's min.
-        tokens = x.shape[0]
-        blocks = b.reshape(x, (tokens, t.n_blocks, t.block_size))
-        sums = b.reduce_sum(blocks, axes=[2], keep_dims=False)
-        return b.sub(y, b.gemm(sums, self._declare(name, "mins", "matmul"), b_transpose=True))
+        # Exact min term: y - (sum of x over each block) @ mins^T, one Gemm. The block
+        # sums of one input are made once for every weight that reads it (Q, K and V;
+        # gate and up): fewer nodes per decode step.
+        key = (x.name, t.n_blocks, t.block_size)
+        sums = self._block_sums.get(key)
+        if sums is None:
+            blocks = b.reshape(x, (x.shape[0], t.n_blocks, t.block_size))
+            sums = b.reduce_sum(blocks, axes=[2], keep_dims=False)
+            self._block_sums[key] = sums
+        mins = self._declare(name, "mins", "matmul")
+        return b.gemm(sums, mins, y, alpha=-1.0, beta=1.0, b_transpose=True)
 
     def embedding(self, ids: Operand, name: str) -> Operand:
         """Rows ``ids[T]`` of the table ``name`` as ``float32[T, K]``.
@@ -198,6 +202,3 @@ def _unpack_codes(b: GraphBuilder, packed: Operand, bits: int) -> Operand:
         whole = rest
     stacked = b.concat(fields, axis=len(shape))
     return b.reshape(stacked, (*shape[:-1], last * per_byte))
-
-
-_FLOAT32 = (GGMLQuantizationType.F32,)

@@ -21,7 +21,7 @@ from pullweights.errors import (
 from pullweights.graph.builder import GraphBuilder
 from pullweights.graph.operand import Operand
 from pullweights.runtime import ComputePolicy, Context, Graph, Tensor, create_context
-from pullweights.sources import ByteSource, ConcatSource, FileSource, MemorySource
+from pullweights.sources import ByteSource, ConcatSource, FileSource, HttpSettings, MemorySource
 from pullweights.weights import Payload, Transform, WeightRef, raw_weight
 
 __all__ = [
@@ -39,6 +39,7 @@ __all__ = [
     "Graph",
     "GraphBuilder",
     "GraphError",
+    "HttpSettings",
     "IntegrityError",
     "MemorySource",
     "Operand",

@@ -20,8 +20,10 @@ phase            a span of
 ``generate``     one generation, prompt to last token
 ================ ===================================================================
 
-Marks: ``ready`` (a graph or model can compute), ``first-token``, ``retry`` (an HTTP
-request is retried: ``name`` says why).
+Marks: ``ready`` (``name`` ``"graph"``: a compiled graph can compute; ``"model"``: a
+language model is loaded, tokenizer and warm-up included), ``first-token``, ``retry`` (an
+HTTP request is retried: ``name`` says why), ``stall`` (an HTTP request has received nothing
+for a while; repeated while it lasts).
 
 Events come from the event loop and from worker threads; a subscriber must be quick and
 thread-safe. With ``PULLWEIGHTS_EVENTS=PATH`` in the environment every event is also
@@ -54,6 +56,7 @@ __all__ = [
     "Phase",
     "Progress",
     "ProgressCallback",
+    "Span",
     "Subscriber",
     "emit",
     "listening",
@@ -83,6 +86,7 @@ class Phase(StrEnum):
     READY = "ready"
     FIRST_TOKEN = "first-token"
     RETRY = "retry"
+    STALL = "stall"
 
 
 Kind = Literal["begin", "end", "mark"]
@@ -211,7 +215,9 @@ def mark(phase: Phase, name: str = "", nbytes: int = 0, *, stage: str = "") -> N
         emit(_event(phase, "mark", name, nbytes, 0, stage, True))
 
 
-class _Span:
+class Span:
+    """An open span; set :attr:`nbytes` before it ends when the size is only known then."""
+
     __slots__ = ("id", "name", "nbytes", "phase", "stage")
 
     def __init__(self, phase: Phase, name: str, nbytes: int, stage: str) -> None:
@@ -220,20 +226,32 @@ class _Span:
 
 
 @contextlib.contextmanager
-def span(phase: Phase, name: str = "", nbytes: int = 0, *, stage: str = "") -> Iterator[None]:
+def span(
+    phase: Phase,
+    name: str = "",
+    nbytes: int = 0,
+    *,
+    stage: str = "",
+    ok_on: tuple[type[BaseException], ...] = (),
+) -> Iterator[Span]:
     """Emit ``begin`` now and ``end`` when the block exits (``ok=False`` on any exception,
-    cancellation included)."""
+    cancellation included, except those in ``ok_on`` — e.g. ``GeneratorExit`` for a
+    generator its consumer stops early). The ``end`` event carries the span's final
+    ``nbytes``."""
+    s = Span(phase, name, nbytes, stage)
     if not listening():
-        yield
+        yield s
         return
-    s = _Span(phase, name, nbytes, stage)
     emit(_event(phase, "begin", name, nbytes, s.id, stage, True))
     ok = False
     try:
-        yield
+        yield s
         ok = True
+    except ok_on:
+        ok = True
+        raise
     finally:
-        emit(_event(phase, "end", name, nbytes, s.id, stage, ok))
+        emit(_event(phase, "end", name, s.nbytes, s.id, stage, ok))
 
 
 def subscribe(subscriber: Subscriber) -> Callable[[], None]:

@@ -46,6 +46,22 @@ class Transform(abc.ABC):
         """Transform the payload's raw bytes. Runs in a worker thread; must not block on I/O."""
 
     @property
+    def rows(self) -> tuple[int, int] | None:
+        """``(rows, raw bytes per row)`` when the transform works row by row: every output
+        part is C-order with ``rows`` equal rows, and :meth:`apply_rows` turns any run of
+        raw rows into the same rows of every part. None: only :meth:`apply` (whole input).
+        """
+        return None
+
+    def apply_rows(
+        self, raw: npt.NDArray[np.uint8], start: int, stop: int
+    ) -> dict[str, np.ndarray]:
+        """Rows ``start:stop`` of every part from those rows' raw bytes (only when
+        :attr:`rows` is set). Lets a loader transform a large tensor in bounded pieces,
+        each written to its final place before the next is made."""
+        raise NotImplementedError(f"{self.name} does not work row by row")
+
+    @property
     def params(self) -> str:
         """Parameters that change the output, for the cache key (shape, type, ...)."""
         return repr(sorted((k, repr(v)) for k, v in self.outputs.items()))

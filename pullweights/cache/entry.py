@@ -1,150 +1,156 @@
-"""Reading one committed entry: memory-mapped arrays, size checks and checksums.
+"""Reading committed entries: records, size and checksum checks, memory-mapped arrays.
 
 Reads never go through zarr (it copies every chunk twice and would turn a missing chunk
-into zeros): each part's chunk file is checked to have exactly the right size and mapped
-read-only, so the array *is* the page cache. Checksums are CRC-32 (``zlib``, 4 GB/s here
-against 0.85 GB/s for blake2b and 1.7 GB/s for sha256): they catch torn or flipped bytes,
-not deliberate tampering.
+into zeros): each file is opened without following links (:mod:`.confined`), checked to
+have exactly its recorded size and, before a runtime sees it, its recorded checksum
+(:mod:`.checksum`); a weight part is then mapped read-only, so the array *is* the page
+cache. The same checks serve weight entries and saved sessions.
 """
 
 from __future__ import annotations
 
 import mmap
 import os
-import zlib
-from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
-from pullweights.cache.layout import (
-    CorruptEntry,
-    EntryRecord,
-    PartRecord,
-    read_array_metadata,
-    read_record,
-)
+from pullweights.cache.checksum import verify_fd
+from pullweights.cache.confined import Outside, open_inside, read_inside
+from pullweights.cache.layout import ZARR_JSON, CorruptEntry, array_metadata
+from pullweights.cache.record import Kind, Part, Record, StoredFile, record_file
 from pullweights.dtypes import to_numpy
 
-__all__ = ["checksum", "check_files", "open_entry", "verify_entry"]
-
-#: Bytes hashed per call: zlib releases the GIL for each block.
-_HASH_BLOCK = 8 << 20
+__all__ = ["check_files", "open_entry", "read_record", "verify_entry"]
 
 
-def checksum(data: mmap.mmap | np.ndarray | bytes) -> str:
-    """Checksum of a buffer's bytes, tagged with its algorithm: ``crc32:1c291ca3``."""
-    crc = 0
-    with memoryview(data) as view, view.cast("B") as flat:
-        for start in range(0, len(flat), _HASH_BLOCK):
-            crc = zlib.crc32(flat[start : start + _HASH_BLOCK], crc)
-    return f"crc32:{crc:08x}"
+def read_record(root: Path, directory: Path, kind: Kind) -> Record:
+    """The record of the entry of ``kind`` in ``directory``.
+
+    Raises:
+        FileNotFoundError: there is no committed entry there.
+        CorruptEntry: the record is malformed, names another key, or is behind a link.
+    """
+    path = directory / record_file(kind)
+    try:
+        data = read_inside(root, path)
+    except NotADirectoryError as exc:
+        raise FileNotFoundError(str(path)) from exc
+    except Outside as exc:
+        raise CorruptEntry(str(exc)) from exc
+    record = Record.from_file(data, kind, path)
+    if record.key != directory.name:
+        raise CorruptEntry(f"record key {record.key} does not match directory {directory.name}")
+    return record
 
 
-def _chunk_path(directory: Path, part: PartRecord) -> Path | None:
-    rel = part.chunk
-    return None if rel is None else directory / part.name / rel
+def _open(root: Path, directory: Path, f: StoredFile) -> int:
+    """A descriptor of one file of an entry, checked to have its recorded size."""
+    path = directory / f.path
+    try:
+        fd = open_inside(root, path)
+    except (FileNotFoundError, NotADirectoryError) as exc:
+        raise CorruptEntry(f"file {path} is missing") from exc
+    except Outside as exc:
+        raise CorruptEntry(str(exc)) from exc
+    try:
+        size = os.fstat(fd).st_size
+        if size != f.size:
+            raise CorruptEntry(f"file {path} has {size} bytes, expected {f.size}")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
-def _empty(part: PartRecord) -> np.ndarray:
+def _verify(fd: int, path: Path, f: StoredFile) -> None:
+    actual = verify_fd(fd, f.checksum)
+    if actual is not None:
+        raise CorruptEntry(f"file {path} has checksum {actual}, expected {f.checksum}")
+
+
+def check_files(root: Path, directory: Path, record: Record, *, checksums: bool = False) -> None:
+    """Check that every file of ``record`` exists with its size (and, with ``checksums``,
+    its checksum); a saved session's directory must hold nothing else.
+
+    Raises:
+        CorruptEntry: a file is missing, a link, of the wrong size or checksum, or extra.
+    """
+    for f in record.files.values():
+        fd = _open(root, directory, f)
+        try:
+            if checksums:
+                _verify(fd, directory / f.path, f)
+        finally:
+            os.close(fd)
+    if record.kind == "session":
+        extra = sorted(set(os.listdir(directory)) - set(record.files) - {record_file("session")})
+        if extra:
+            raise CorruptEntry(f"session entry {directory} holds unlisted files {extra}")
+
+
+def _empty(part: Part) -> np.ndarray:
     arr = np.empty(part.shape, to_numpy(part.dtype))
     arr.flags.writeable = False
     return arr
 
 
-def _map_part(directory: Path, part: PartRecord) -> mmap.mmap:
-    path = _chunk_path(directory, part)
-    assert path is not None
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except (FileNotFoundError, NotADirectoryError) as exc:
-        raise CorruptEntry(f"chunk file {path} is missing") from exc
-    try:
-        size = os.fstat(fd).st_size
-        if size != part.nbytes:
-            raise CorruptEntry(f"chunk file {path} has {size} bytes, expected {part.nbytes}")
-        return mmap.mmap(fd, size, access=mmap.ACCESS_READ)
-    finally:
-        os.close(fd)
-
-
 def open_entry(
-    directory: Path, record: EntryRecord, verify: bool = False
+    root: Path, directory: Path, record: Record, *, verify: bool = True
 ) -> tuple[dict[str, np.ndarray], list[mmap.mmap]]:
-    """Read-only arrays of every part of a committed entry, and the maps behind them.
+    """Read-only arrays of every part of a weight entry, and the maps behind them.
+
+    With ``verify`` every file's checksum is checked first (once per process per file).
 
     Raises:
-        CorruptEntry: a chunk file is missing, has the wrong size, or (with ``verify``)
-            the wrong checksum.
+        CorruptEntry: a file is missing, a link, or of the wrong size or checksum.
     """
     arrays: dict[str, np.ndarray] = {}
     maps: list[mmap.mmap] = []
-    for name, part in record.parts.items():
-        if part.chunk is None:
-            arrays[name] = _empty(part)
-            continue
-        mm = _map_part(directory, part)
-        if verify and (actual := checksum(mm)) != part.checksum:
+    try:
+        for name, part in record.parts.items():
+            f = record.chunk(name)
+            if f is None:
+                arrays[name] = _empty(part)
+                continue
+            fd = _open(root, directory, f)
+            try:
+                if verify:
+                    _verify(fd, directory / f.path, f)
+                mm = mmap.mmap(fd, f.size, access=mmap.ACCESS_READ)
+            finally:
+                os.close(fd)
+            maps.append(mm)
+            arrays[name] = np.frombuffer(mm, to_numpy(part.dtype)).reshape(part.shape)
+    except BaseException:
+        arrays.clear()
+        for mm in maps:
             mm.close()
-            raise CorruptEntry(
-                f"part {name} of entry {record.key} has checksum {actual}, expected {part.checksum}"
-            )
-        maps.append(mm)
-        arrays[name] = np.frombuffer(mm, to_numpy(part.dtype)).reshape(part.shape)
+        raise
     return arrays, maps
 
 
-def check_files(directory: Path, record: EntryRecord) -> None:
-    """Check that every chunk file exists with the right size (no reads, no maps).
+def verify_entry(root: Path, directory: Path, kind: Kind) -> Record:
+    """Re-read an entry completely: record, (zarr array metadata,) sizes and checksums.
 
     Raises:
-        CorruptEntry: a chunk file is missing or has the wrong size.
-    """
-    for part in record.parts.values():
-        path = _chunk_path(directory, part)
-        if path is None:
-            continue
-        try:
-            size = os.stat(path).st_size
-        except (FileNotFoundError, NotADirectoryError) as exc:
-            raise CorruptEntry(f"chunk file {path} is missing") from exc
-        if size != part.nbytes:
-            raise CorruptEntry(f"chunk file {path} has {size} bytes, expected {part.nbytes}")
-
-
-def verify_entry(directory: Path) -> EntryRecord:
-    """Re-read an entry completely: record, zarr array metadata, sizes and checksums.
-
-    Raises:
-        FileNotFoundError: the directory has no committed entry (no group metadata).
+        FileNotFoundError: the directory has no committed entry (no record).
         CorruptEntry: anything disagrees.
     """
-    record = read_record(directory)
+    record = read_record(root, directory, kind)
     for name, part in record.parts.items():
-        dtype, shape, attributes = read_array_metadata(directory / name)
-        if dtype != part.dtype or shape != part.shape:
-            raise CorruptEntry(
-                f"array {directory / name} is {dtype}{list(shape)} in zarr.json, "
-                f"{part.dtype}{list(part.shape)} in the entry record"
-            )
-        stored = _attribute_checksum(attributes)
-        if stored != part.checksum:
-            raise CorruptEntry(f"array {directory / name}: checksum {stored} in zarr.json")
-    for name, part in record.parts.items():
-        if part.chunk is None:
-            continue
-        mm = _map_part(directory, part)
+        # The array metadata is made from the record: it must be exactly what was written.
+        path = directory / name / ZARR_JSON
         try:
-            actual = checksum(mm)
-        finally:
-            mm.close()
-        if actual != part.checksum:
-            raise CorruptEntry(
-                f"part {name} of entry {record.key} has checksum {actual}, expected {part.checksum}"
-            )
+            data = read_inside(root, path)
+        except OSError as exc:
+            raise CorruptEntry(f"{path}: {exc}") from exc
+        if data != array_metadata(part.dtype, part.shape, array_attributes(record.chunk(name))):
+            raise CorruptEntry(f"{path} does not describe part {name} of the entry record")
+    check_files(root, directory, record, checksums=True)
     return record
 
 
-def _attribute_checksum(attributes: Mapping[str, object]) -> object:
-    ours = attributes.get("pullweights")
-    return ours.get("checksum") if isinstance(ours, dict) else None
+def array_attributes(chunk: StoredFile | None) -> dict[str, object]:
+    """The attributes of a part's zarr array: the chunk's checksum, for zarr readers."""
+    return {} if chunk is None else {"pullweights": {"checksum": chunk.checksum}}

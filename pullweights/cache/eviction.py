@@ -21,14 +21,9 @@ from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from pullweights.cache.layout import (
-    ZARR_JSON,
-    CorruptEntry,
-    EntryRecord,
-    iter_entry_dirs,
-    read_record,
-)
-from pullweights.cache.sessions import scan_sessions
+from pullweights.cache.entry import read_record
+from pullweights.cache.layout import CorruptEntry, iter_entry_dirs, iter_session_dirs
+from pullweights.cache.record import Kind, Record, record_file
 
 __all__ = ["IndexItem", "SizeIndex", "lru_victims", "scan"]
 
@@ -41,20 +36,26 @@ class IndexItem:
     last_used: float
 
 
-def last_used(directory: Path) -> float:
-    """Last-use time of an entry (mtime of its group metadata), in seconds since the epoch."""
-    return os.stat(directory / ZARR_JSON).st_mtime_ns / 1e9
+def last_used(directory: Path, kind: Kind) -> float:
+    """Last-use time of an entry (mtime of its record), in seconds since the epoch."""
+    return os.lstat(directory / record_file(kind)).st_mtime_ns / 1e9
 
 
-def scan(root: Path) -> Iterator[tuple[Path, EntryRecord, float]]:
-    """Every committed, readable entry: its directory, record and last use."""
-    for directory in iter_entry_dirs(root):
-        try:
-            record = read_record(directory)
-            used = last_used(directory)
-        except (FileNotFoundError, CorruptEntry):
-            continue  # partial or broken: verify() reports it, it holds no bytes we count
-        yield directory, record, used
+def scan(root: Path) -> Iterator[tuple[Path, Record, float]]:
+    """Every committed, readable entry (weights, then saved sessions): its directory,
+    record and last use."""
+    areas: tuple[tuple[Kind, Iterator[Path]], ...] = (
+        ("weights", iter_entry_dirs(root)),
+        ("session", iter_session_dirs(root)),
+    )
+    for kind, directories in areas:
+        for directory in directories:
+            try:
+                record = read_record(root, directory, kind)
+                used = last_used(directory, kind)
+            except (OSError, CorruptEntry):
+                continue  # partial or broken: verify() reports it; no bytes we count
+            yield directory, record, used
 
 
 class SizeIndex:
@@ -69,7 +70,6 @@ class SizeIndex:
     def rebuild(self, root: Path) -> None:
         """Replace the index by a fresh scan of ``root`` (weight and session entries)."""
         self.items = {r.key: IndexItem(r.nbytes, used) for _d, r, used in scan(root)}
-        self.items.update({r.key: IndexItem(r.nbytes, u) for _d, r, u in scan_sessions(root)})
         self.total = sum(item.nbytes for item in self.items.values())
         self.scanned_at = time.monotonic()
 

@@ -14,14 +14,22 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import logging
 import os
 import secrets
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+from pullweights.cache.confined import (
+    Outside,
+    area,
+    delete_all_in,
+    is_area_link,
+    move_to_trash,
+    open_dir,
+)
+
 __all__ = [
+    "Outside",
     "clean_staging",
     "discard",
     "empty_trash",
@@ -30,8 +38,6 @@ __all__ = [
     "move_to_trash",
     "publish",
 ]
-
-log = logging.getLogger("pullweights.cache")
 
 
 def make_staging(root: Path, key: str) -> tuple[Path, int]:
@@ -43,8 +49,7 @@ def make_staging(root: Path, key: str) -> tuple[Path, int]:
         OSError: the directory cannot be created.
         RuntimeError: a cleaner kept moving fresh directories away.
     """
-    staging_root = root / "staging"
-    staging_root.mkdir(parents=True, exist_ok=True)
+    staging_root = area(root, "staging")
     for _attempt in range(8):
         path = staging_root / f"{key}.{os.getpid()}.{secrets.token_hex(4)}"
         os.mkdir(path)
@@ -60,39 +65,9 @@ def make_staging(root: Path, key: str) -> tuple[Path, int]:
     raise RuntimeError(f"cannot create a staging directory in {staging_root}")
 
 
-def move_to_trash(root: Path, path: Path) -> bool:
-    """Atomically move ``path`` out of sight into ``root/trash``; False if it was gone."""
-    trash = root / "trash"
-    trash.mkdir(parents=True, exist_ok=True)
-    target = trash / f"{path.name}.{secrets.token_hex(4)}"
-    try:
-        os.rename(path, target)
-    except FileNotFoundError:
-        return False
-    return True
-
-
 def empty_trash(root: Path) -> None:
     """Delete everything in ``root/trash`` (other processes may be doing the same)."""
-    try:
-        items = list(os.scandir(root / "trash"))
-    except FileNotFoundError:
-        return
-    for item in items:
-        try:
-            if item.is_dir(follow_symlinks=False):
-                shutil.rmtree(item.path, onexc=_ignore_missing)
-            else:
-                os.unlink(item.path)
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            log.warning("cannot delete %s from the cache trash: %s", item.path, exc)
-
-
-def _ignore_missing(func: object, path: str, exc: BaseException) -> None:
-    if not isinstance(exc, FileNotFoundError):
-        raise exc
+    delete_all_in(root, "trash")
 
 
 def clean_staging(root: Path, remove: bool = True) -> list[Path]:
@@ -104,15 +79,25 @@ def clean_staging(root: Path, remove: bool = True) -> list[Path]:
     robbed of it.
     """
     found: list[Path] = []
+    if is_area_link(root, "staging"):
+        if remove:
+            area(root, "staging")  # the link goes, its target is never looked into
+        return found
     try:
         items = list(os.scandir(root / "staging"))
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return found
     for item in items:
         path = Path(item.path)
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        except (FileNotFoundError, NotADirectoryError):
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            continue
+        except OSError:  # a link or a file: nothing a writer made; remove the name only
+            found.append(path)
+            if remove:
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
             continue
         try:
             try:
@@ -149,6 +134,20 @@ def fsync_path(path: Path) -> None:
         os.close(fd)
 
 
+def _rename_inside(root: Path, src: Path, dst: Path) -> None:
+    """``os.rename(src, dst)`` through descriptors of real directories under ``root``."""
+    src_parts, dst_parts = src.relative_to(root).parts, dst.relative_to(root).parts
+    src_fd = open_dir(root, src_parts[:-1])
+    try:
+        dst_fd = open_dir(root, dst_parts[:-1])
+        try:
+            os.rename(src_parts[-1], dst_parts[-1], src_dir_fd=src_fd, dst_dir_fd=dst_fd)
+        finally:
+            os.close(dst_fd)
+    finally:
+        os.close(src_fd)
+
+
 def publish(
     root: Path, staging: Path, final: Path, is_whole: Callable[[Path], bool], durable: bool
 ) -> bool:
@@ -164,9 +163,9 @@ def publish(
     replaced = False
     for _attempt in range(4):
         try:
-            os.rename(staging, final)
+            _rename_inside(root, staging, final)
         except OSError as exc:
-            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR):
                 raise
         else:
             if durable:

@@ -1,4 +1,4 @@
-"""The weight cache: payloads stored once, memory-mapped on every later load."""
+"""The weight cache: payloads stored once by content, verified and memory-mapped on load."""
 
 from __future__ import annotations
 
@@ -8,44 +8,31 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pullweights.cache.entry import check_files, open_entry, verify_entry
-from pullweights.cache.eviction import IndexItem, SizeIndex, lru_victims, scan
-from pullweights.cache.layout import (
-    ZARR_JSON,
-    CorruptEntry,
-    EntryRecord,
-    check_key,
-    entry_dir,
-    iter_entry_dirs,
-    read_record,
-)
+from pullweights.cache import maintenance
+from pullweights.cache.entry import check_files, open_entry, read_record
+from pullweights.cache.eviction import SizeIndex
+from pullweights.cache.index import HEAD, content_key, digest, head_key, lookup, remember
+from pullweights.cache.layout import CorruptEntry, check_key, entry_dir, session_dir
+from pullweights.cache.models import ModelRecord, model_path, new_record, read_model, write_model
+from pullweights.cache.record import Record, record_file
 from pullweights.cache.removal import clean_staging, empty_trash, move_to_trash
-from pullweights.cache.sessions import (
-    RECORD,
-    SessionRecord,
-    SessionWriter,
-    check_session,
-    iter_session_dirs,
-    read_session_record,
-    scan_sessions,
-    session_dir,
-    session_problem,
-)
+from pullweights.cache.sessions import SessionWriter
 from pullweights.cache.sizes import parse_size
-from pullweights.cache.writer import EntryWriter
-from pullweights.descriptor import TensorDescriptor
+from pullweights.cache.writer import READ_ONLY, EntryWriter
 from pullweights.errors import CacheError
-from pullweights.weights import Payload
+from pullweights.weights import Payload, WeightRef
 
-__all__ = ["CacheProblem", "EntryInfo", "WeightCache", "default_cache_dir"]
+if TYPE_CHECKING:
+    from pullweights.sources.base import ByteSource
+
+__all__ = ["WeightCache", "default_cache_dir"]
 
 log = logging.getLogger("pullweights.cache")
 
@@ -61,89 +48,29 @@ def default_cache_dir() -> Path:
     return base / "pullweights"
 
 
-@dataclass(frozen=True)
-class EntryInfo:
-    """One committed cache entry, as :meth:`WeightCache.entries` lists it."""
-
-    key: str
-    label: str
-    #: Identity of the source the bytes came from (path + size + mtime, URL + validator).
-    source: str
-    source_name: str
-    offset: int
-    length: int
-    #: ``"raw"`` or ``"<transform name> v<version>"``.
-    transform: str
-    #: Bytes of array data.
-    nbytes: int
-    parts: Mapping[str, TensorDescriptor]
-    created: float
-    last_used: float
-    path: Path
-
-    @classmethod
-    def from_record(cls, directory: Path, record: EntryRecord, used: float) -> EntryInfo:
-        return cls(
-            key=record.key,
-            label=record.label,
-            source=record.source,
-            source_name=record.source_name,
-            offset=record.offset,
-            length=record.length,
-            transform=record.transform,
-            nbytes=record.nbytes,
-            parts={n: TensorDescriptor(p.dtype, p.shape) for n, p in record.parts.items()},
-            created=record.created,
-            last_used=used,
-            path=directory,
-        )
-
-    @classmethod
-    def from_session(cls, directory: Path, record: SessionRecord, used: float) -> EntryInfo:
-        return cls(
-            key=record.key,
-            label=record.label,
-            source="",
-            source_name="",
-            offset=0,
-            length=0,
-            transform=f"{record.runtime} session",
-            nbytes=record.nbytes,
-            parts={},
-            created=record.created,
-            last_used=used,
-            path=directory,
-        )
-
-
-@dataclass(frozen=True)
-class CacheProblem:
-    """Something :meth:`WeightCache.verify` found wrong, and whether it was removed."""
-
-    key: str
-    path: Path
-    problem: str
-    removed: bool
-
-    def __str__(self) -> str:
-        return f"{self.key}: {self.problem}" + (" (removed)" if self.removed else "")
-
-
 class WeightCache:
-    """An on-disk cache of payloads (raw or transformed weights) in a zarr v3 store.
+    """An on-disk cache of payloads (raw or transformed weights) and saved sessions.
 
-    Each entry is a zarr group holding one uncompressed single-chunk array per part of the
-    payload; reads map the chunk files read-only (zero-copy, no private memory), writes go
-    through :class:`EntryWriter` and are crash-safe. See ``pullweights/cache/layout.py`` for
-    the files. The cache also keeps saved sessions (``pullweights/cache/sessions.py``):
-    listed, verified, counted and evicted like weight entries.
+    Weight entries are zarr groups of uncompressed single-chunk arrays keyed by content
+    (:mod:`~pullweights.cache.index`); reads map the chunk files read-only (zero-copy, no
+    private memory) after checking their checksums; writes go through
+    :class:`EntryWriter` and are crash-safe. Saved sessions (``sessions/``) are kept the
+    same way; a model record (``models/``) says what each model uses. See
+    ``pullweights/cache/layout.py`` for the files.
+
+    A cache that cannot be written degrades to reading (writers keep weights in memory),
+    and a damaged entry is never used: it is removed (or, read-only, skipped), with a
+    warning, and the weight fetched from its source again.
 
     Args:
         root: cache directory; default :func:`default_cache_dir`.
-        max_bytes: evict least-recently-used entries after a write until the cache holds at
-            most this many bytes of data (an int or a size such as ``"2G"``); None: no limit.
+        max_bytes: after a write, evict least-recently-used models until the cache holds
+            at most this many bytes (an int or a size such as ``"2G"``); None: no limit.
         durable: ``fsync`` files and directories before committing, so entries survive a
             power loss; False keeps crash safety against killed processes only.
+
+    Raises:
+        CacheError: ``root`` exists and is not a directory, or ``max_bytes`` is invalid.
 
     Example::
 
@@ -158,6 +85,8 @@ class WeightCache:
     #: Seconds this process trusts its size accounting before a write rescans the cache
     #: (entries other processes wrote are counted after at most this long).
     index_ttl: float = 10.0
+    #: Check every file's checksum before a runtime sees it (once per process and file).
+    verify_on_load: bool = True
 
     def __init__(
         self,
@@ -167,6 +96,8 @@ class WeightCache:
         durable: bool = True,
     ) -> None:
         self.root = Path(root).expanduser() if root is not None else default_cache_dir()
+        if os.path.exists(self.root) and not os.path.isdir(self.root):
+            raise CacheError(f"cache directory {self.root} exists and is not a directory")
         try:
             self.max_bytes = None if max_bytes is None else parse_size(max_bytes)
         except ValueError as exc:
@@ -176,35 +107,116 @@ class WeightCache:
         self._index: SizeIndex | None = None
         #: Keys whose files this process uses, by weak references to what uses them.
         self._maps: dict[str, list[weakref.ref[Any]]] = {}
+        #: Source key -> content key, for payloads seen by this process.
+        self._content: dict[str, str] = {}
+        #: Damaged entries that could not be removed (a read-only cache): never used.
+        self._bad: set[str] = set()
         self._cleaned = False
+        #: True once a write failed because the cache cannot be written.
+        self.read_only = False
 
     def __repr__(self) -> str:
         return f"WeightCache({str(self.root)!r}, max_bytes={self.max_bytes})"
 
+    # -- content keys -----------------------------------------------------------------
+
+    def content_key(self, payload: Payload, *, local: bool = False) -> str | None:
+        """The content key of ``payload`` if this process or the index knows it; with
+        ``local``, else computed by hashing its bytes if the source maps them (a local
+        file). None: unknown (see :mod:`~pullweights.cache.index`)."""
+        key = self._content.get(payload.key)
+        if key is None:
+            key = lookup(self.root, payload.key)
+            if key is not None:
+                self._content[payload.key] = key
+            elif local:
+                key = self._resolve(payload, None)
+        return key
+
+    def _resolve(self, payload: Payload, raw: np.ndarray | memoryview | None) -> str | None:
+        """The content key, from the index, else by hashing ``raw`` or the mapped source
+        bytes; None if the bytes are not at hand (a remote payload not fetched yet)."""
+        key = self.content_key(payload)
+        if key is not None:
+            return key
+        data = raw if raw is not None else payload.source.map(payload.offset, payload.length)
+        if data is None:
+            return None
+        key = content_key(payload, digest(data))
+        self._learn(payload.key, key)
+        with memoryview(data) as view, view.cast("B") as flat:
+            self._learn_head(payload, digest(flat[:HEAD]), key)
+        return key
+
+    def _learn_head(self, payload: Payload, head_digest: str, key: str) -> None:
+        if not self.read_only:
+            with contextlib.suppress(OSError):
+                remember(self.root, head_key(payload, head_digest), key)
+
+    def candidate(self, payload: Payload, head: np.ndarray | memoryview) -> str | None:
+        """The content key of a cached entry ``payload`` may share, from its first raw
+        bytes ``head`` (at least :data:`~pullweights.cache.index.HEAD` of them, or all):
+        for a remote payload fetched in pieces, whose content is known only at the end.
+        A hint: confirm it with :meth:`confirm` once every byte is hashed."""
+        with memoryview(head) as view, view.cast("B") as flat:
+            if len(flat) < min(HEAD, payload.length):
+                return None
+            key = lookup(self.root, head_key(payload, digest(flat[:HEAD])))
+        if key is None or key in self._bad or not os.path.lexists(entry_dir(self.root, key)):
+            return None
+        return key
+
+    def confirm(
+        self, payload: Payload, raw_digest: str, candidate: str
+    ) -> dict[str, np.ndarray] | None:
+        """The entry ``candidate`` if ``payload``'s raw bytes (digest ``raw_digest``, see
+        :class:`~pullweights.cache.index.RunningDigest`) are what it was made from."""
+        if content_key(payload, raw_digest) != candidate:
+            return None
+        self._learn(payload.key, candidate)
+        return self._open(candidate, payload)
+
+    def _learn(self, source_key: str, key: str) -> None:
+        self._content[source_key] = key
+        if self.read_only:
+            return
+        try:
+            remember(self.root, source_key, key)
+        except OSError as exc:
+            log.debug("cannot write the cache index: %s", exc)
+
     # -- reading ----------------------------------------------------------------------
 
-    def get(self, payload: Payload, *, verify: bool = False) -> dict[str, np.ndarray] | None:
+    def get(
+        self, payload: Payload, raw: np.ndarray | memoryview | None = None
+    ) -> dict[str, np.ndarray] | None:
         """Read-only memory-mapped arrays of every part of ``payload``, or None if not cached.
 
-        An entry whose files are missing, truncated or (with ``verify``, which re-reads and
-        checksums every byte) altered is removed and reported as absent, so the caller
-        fetches the payload again. Marks the entry as used.
+        The entry is found by content: through the index, else by hashing ``raw`` (the
+        payload's raw bytes, when the caller has fetched them) or the mapped source. Its
+        files are checked (sizes, and checksums unless :attr:`verify_on_load` is off)
+        before the arrays are returned; a damaged entry is removed (kept but never used
+        in a read-only cache) with a warning and reported as absent, so the caller
+        fetches the payload again. Marks the entry as used. Blocking: hashing and
+        checking read bytes (call it from a worker thread).
 
         The arrays stay valid after the entry is evicted or removed: the cache only renames
         and unlinks files, and a mapped file lives until it is unmapped. (A file truncated
         by something else while mapped would fault with ``SIGBUS`` on access.)
-
-        Raises:
-            CacheError: the entry exists but cannot be read (permissions, I/O error).
         """
-        return self._open(payload.key, payload, verify)
+        key = self._resolve(payload, raw)
+        return None if key is None else self._open(key, payload)
 
     def contains(self, payload: Payload) -> bool:
-        """True if a committed entry with whole files exists for ``payload`` (reads no data)."""
-        directory = entry_dir(self.root, payload.key)
+        """True if a committed entry with whole files is known for ``payload`` (reads no
+        data, hashes nothing: a payload whose content is not indexed yet is absent)."""
+        key = self.content_key(payload)
+        if key is None or key in self._bad:
+            return False
+        directory = entry_dir(self.root, key)
         try:
-            record = read_record(directory)
-            check_files(directory, record)
+            record = read_record(self.root, directory, "weights")
+            check_files(self.root, directory, record)
         except (OSError, CorruptEntry):
             return False
         return _matches(record, payload)
@@ -212,37 +224,41 @@ class WeightCache:
     def part_file(self, payload: Payload, part: str) -> Path | None:
         """The chunk file of ``part`` in ``payload``'s committed entry, or None if there is
         no such entry (reads no data; for hard links to a weight's bytes)."""
-        directory = entry_dir(self.root, payload.key)
-        try:
-            record = read_record(directory)
-        except (FileNotFoundError, CorruptEntry):
+        key = self.content_key(payload)
+        if key is None:
             return None
-        stored = record.parts.get(part)
-        if stored is None or stored.chunk is None or not _matches(record, payload):
-            return None
-        return directory / part / stored.chunk
-
-    def _open(
-        self, key: str, payload: Payload | None, verify: bool
-    ) -> dict[str, np.ndarray] | None:
         directory = entry_dir(self.root, key)
         try:
-            record = read_record(directory)
+            record = read_record(self.root, directory, "weights")
+        except (OSError, CorruptEntry):
+            return None
+        if part not in record.parts or not _matches(record, payload):
+            return None
+        stored = record.chunk(part)
+        return None if stored is None else directory / stored.path
+
+    def _open(self, key: str, payload: Payload | None) -> dict[str, np.ndarray] | None:
+        if key in self._bad:
+            return None
+        directory = entry_dir(self.root, key)
+        try:
+            record = read_record(self.root, directory, "weights")
             if payload is not None and not _matches(record, payload):
                 raise CorruptEntry(f"stored parts do not match {payload.describe()}")
-            arrays, maps = open_entry(directory, record, verify)
+            arrays, maps = open_entry(self.root, directory, record, verify=self.verify_on_load)
         except FileNotFoundError:
             return None
         except CorruptEntry as exc:
-            log.warning("cache entry %s is corrupt and is removed: %s", key, exc)
-            self._remove(key, directory)
+            self._damaged(key, directory, f"cache entry {key} is damaged: {exc}")
             return None
         except OSError as exc:
-            raise CacheError(f"cache at {self.root}: cannot read entry {key}: {exc}") from exc
+            log.warning("cache entry %s cannot be read (%s); it is fetched again", key, exc)
+            self._bad.add(key)
+            return None
         now = time.time()
         # A read-only cache, or an entry evicted meanwhile: the maps stay valid.
         with contextlib.suppress(OSError):
-            os.utime(directory / ZARR_JSON, (now, now))
+            os.utime(directory / record_file("weights"), (now, now), follow_symlinks=False)
         with self._lock:
             refs = [r for r in self._maps.get(key, []) if r() is not None]
             refs.extend(weakref.ref(mm) for mm in maps)
@@ -250,6 +266,18 @@ class WeightCache:
             if self._index is not None:
                 self._index.touch(key, now)
         return arrays
+
+    def _damaged(self, key: str, directory: Path, message: str) -> None:
+        """Never use entry ``key`` again: remove it, or (read-only) remember it as bad."""
+        self._bad.add(key)
+        try:
+            removed = self._remove(key, directory)
+        except CacheError as exc:
+            log.warning("%s; it cannot be removed (%s) and is not used", message, exc.__cause__)
+            return
+        if removed:
+            self._bad.discard(key)
+        log.warning("%s; it is removed and fetched again", message)
 
     # -- writing ----------------------------------------------------------------------
 
@@ -261,12 +289,40 @@ class WeightCache:
         try:
             clean_staging(self.root)
         except OSError as exc:
-            log.warning("cannot clean %s/staging: %s", self.root, exc)
+            if exc.errno in READ_ONLY:
+                self._went_read_only(exc)
+            else:
+                log.warning("cannot clean %s/staging: %s", self.root, exc)
 
-    def writer(self, payload: Payload) -> EntryWriter:
-        """A writer for ``payload``'s entry; see :class:`EntryWriter`."""
+    def _went_read_only(self, exc: OSError) -> None:
+        if not self.read_only:
+            self.read_only = True
+            log.warning(
+                "cache at %s cannot be written (%s): running without storing weights in it",
+                self.root,
+                exc.strerror or exc,
+            )
+
+    def writer(self, payload: Payload, raw: np.ndarray | memoryview | None = None) -> EntryWriter:
+        """A writer for ``payload``'s entry; see :class:`EntryWriter`.
+
+        A transformed payload's content key must be known: from the index, ``raw`` (its
+        raw bytes) or its mapped source; a raw payload's is computed from what is written.
+        """
         self._clean_staging_once()
-        return EntryWriter(self.root, payload, durable=self.durable, on_commit=self._committed)
+        key = self.content_key(payload)
+        if key is None and (raw is not None or payload.transform is not None):
+            key = self._resolve(payload, raw)
+        return EntryWriter(
+            self.root,
+            payload,
+            durable=self.durable,
+            key=key,
+            raw_digest=None,
+            on_commit=self._committed,
+            on_read_only=self._went_read_only,
+            persist=not self.read_only,
+        )
 
     async def put(
         self, payload: Payload, arrays: Mapping[str, np.ndarray]
@@ -278,16 +334,22 @@ class WeightCache:
         assert w.result is not None
         return w.result
 
-    def _committed(self, key: str) -> dict[str, np.ndarray]:
-        """Called by a writer after its commit: open the entry, account for it, evict."""
-        arrays = self._open(key, None, verify=False)
+    def _committed(self, writer: EntryWriter, record: Record, final: Path) -> dict[str, np.ndarray]:
+        """Called by a writer after its commit: index, open, account for it, evict."""
+        self._learn(writer.payload.key, record.key)
+        if writer.head_digest is not None:
+            self._learn_head(writer.payload, writer.head_digest, record.key)
+        self._bad.discard(record.key)
+        arrays = self._open(record.key, writer.payload)
         if arrays is None:
-            raise CacheError(f"cache at {self.root}: entry {key} vanished right after commit")
-        self._admit(key, sum(a.nbytes for a in arrays.values()))
+            raise CacheError(
+                f"cache at {self.root}: entry {record.key} vanished right after commit"
+            )
+        self._admit(record.key, sum(a.nbytes for a in arrays.values()))
         return arrays
 
     def _admit(self, key: str, nbytes: int) -> None:
-        """Account for a committed entry and evict least-recently-used ones over the limit."""
+        """Account for a committed entry and evict least-recently-used models over the limit."""
         with self._lock:
             if self.max_bytes is None:
                 if self._index is not None:
@@ -297,153 +359,217 @@ class WeightCache:
             if time.monotonic() - index.scanned_at > self.index_ttl:
                 index.rebuild(self.root)  # count what other processes added meanwhile
             index.add(key, nbytes, time.time())
-            if index.total > self.max_bytes:
-                index.rebuild(self.root)
-                protected = {key} | self._in_use()
-                for victim in lru_victims(index.items, self.max_bytes, protected):
-                    self._remove_locked(victim, self._directory(victim))
+            if index.total <= self.max_bytes:
+                return
+            index.rebuild(self.root)
+            protected = {key} | self._in_use()
+        maintenance.evict(self, self.max_bytes, protected)
 
     # -- saved sessions ---------------------------------------------------------------
 
     def open_session(self, key: str) -> Path | None:
         """Directory of the whole, committed session entry ``key``, or None.
 
-        Checks the record, every file's size and the small files' checksums; an entry that
-        fails is removed and reported as absent. Marks the entry as used.
+        Checks the record, every file's size and (unless :attr:`verify_on_load` is off)
+        checksum, and every weight entry the session was built from: each must be whole,
+        unchanged and pass its own checks. A session that fails is removed (and a damaged
+        entry with it), with a warning, and reported as absent. Marks the entry as used.
         """
         directory = session_dir(self.root, check_key(key))
+        if key in self._bad:
+            return None
         try:
-            check_session(directory, read_session_record(directory))
+            record = read_record(self.root, directory, "session")
+            check_files(self.root, directory, record, checksums=self.verify_on_load)
+            for entry, fingerprint in record.built_from.items():
+                self._check_built_from(entry, fingerprint)
         except FileNotFoundError:
             return None
         except CorruptEntry as exc:
-            log.warning("saved session %s is corrupt and is removed: %s", key, exc)
-            self._remove(key, directory)
+            self._damaged(key, directory, f"saved session {key} is damaged: {exc}")
             return None
         except OSError as exc:
             log.warning("saved session %s cannot be read: %s", key, exc)
             return None
         now = time.time()
         with contextlib.suppress(OSError):
-            os.utime(directory / RECORD, (now, now))
+            os.utime(directory / record_file("session"), (now, now), follow_symlinks=False)
         with self._lock:
             if self._index is not None:
                 self._index.touch(key, now)
         return directory
 
+    def _check_built_from(self, key: str, fingerprint: str) -> None:
+        """Raise CorruptEntry if weight entry ``key`` is there but damaged or changed (an
+        entry that is gone is fine: a session holds a copy of the bytes it was built from,
+        so it is never wrong because an entry was evicted or dropped after saving)."""
+        directory = entry_dir(self.root, key)
+        try:
+            record = read_record(self.root, directory, "weights")
+        except FileNotFoundError:
+            return  # evicted or dropped: the session holds its own copy of those bytes
+        except CorruptEntry as exc:
+            self._damaged(key, directory, f"cache entry {key} is damaged: {exc}")
+            raise CorruptEntry(f"weight entry {key} it was built from is damaged") from exc
+        if record.fingerprint != fingerprint:
+            raise CorruptEntry(f"weight entry {key} changed since it was built")
+        try:
+            check_files(self.root, directory, record, checksums=self.verify_on_load)
+        except CorruptEntry as exc:
+            self._damaged(key, directory, f"cache entry {key} is damaged: {exc}")
+            raise CorruptEntry(f"weight entry {key} it was built from is damaged") from exc
+
     def session_writer(self, key: str) -> SessionWriter:
         """A writer that stages and publishes the session entry ``key`` crash-safely."""
         self._clean_staging_once()
-        return SessionWriter(self.root, key, durable=self.durable, on_commit=self._admit)
+        return SessionWriter(
+            self.root,
+            key,
+            durable=self.durable,
+            resolve=self._fingerprints,
+            on_commit=self._admit,
+            on_read_only=self._went_read_only,
+        )
+
+    def _fingerprints(self, payloads: Iterable[Payload]) -> dict[str, str]:
+        """``{entry key: fingerprint}`` of the cached entries of ``payloads``."""
+        found: dict[str, str] = {}
+        for payload in payloads:
+            key = self.content_key(payload)
+            if key is None or key in found:
+                continue
+            with contextlib.suppress(OSError, CorruptEntry):
+                found[key] = read_record(
+                    self.root, entry_dir(self.root, key), "weights"
+                ).fingerprint
+        return found
+
+    @property
+    def writable(self) -> bool:
+        """False once the cache turned out not to be writable (nothing is stored then)."""
+        return not self.read_only
 
     def mark_in_use(self, key: str, user: object) -> None:
         """Protect entry ``key`` from eviction by this process while ``user`` is alive."""
         with self._lock:
             self._maps.setdefault(key, []).append(weakref.ref(user))
 
-    # -- management -------------------------------------------------------------------
+    # -- models -----------------------------------------------------------------------
 
-    def entries(self) -> list[EntryInfo]:
+    def register_model(
+        self,
+        source: ByteSource,
+        payloads: Iterable[Payload] = (),
+        sessions: Iterable[str] = (),
+        *,
+        name: str | None = None,
+    ) -> ModelRecord | None:
+        """Record that the model read from ``source`` uses the cache entries of
+        ``payloads`` and the saved sessions ``sessions`` (added to what it used before),
+        and mark it used; ``name`` is what the user called it (default: the source's
+        name). Never raises: a cache that cannot be written only logs it.
+
+        Returns the model's record, or None if it could not be written.
+        """
+        entries = {k for p in payloads if (k := self.content_key(p)) is not None}
+        url = getattr(source, "url", None)
+        record = new_record(
+            source.identity,
+            source.name,
+            entries,
+            sessions,
+            name=name,
+            url=url if isinstance(url, str) else None,
+        )
+        path = model_path(self.root, record.key)
+        with contextlib.suppress(OSError, CorruptEntry):
+            record = read_model(self.root, path).merged(record)
+        if self.read_only:
+            return None
+        try:
+            write_model(self.root, record)
+        except OSError as exc:
+            log.debug("cannot write the model record %s: %s", path, exc)
+            return None
+        return record
+
+    def register_load(self, refs: Iterable[WeightRef], sessions: Iterable[str] = ()) -> None:
+        """:meth:`register_model` for every source the weights ``refs`` come from (what a
+        compile calls once its graph is ready); ``sessions`` go to each of them."""
+        by_source: dict[str, tuple[ByteSource, list[Payload]]] = {}
+        for ref in refs:
+            source = ref.payload.source
+            by_source.setdefault(source.identity, (source, []))[1].append(ref.payload)
+        keys = list(sessions)
+        for source, payloads in by_source.values():
+            self.register_model(source, payloads, keys)
+
+    # -- management (see pullweights/cache/maintenance.py) ------------------------------
+
+    def entries(self) -> list[maintenance.EntryInfo]:
         """Every committed entry (weights and saved sessions), most recently used first."""
-        infos = [EntryInfo.from_record(d, r, used) for d, r, used in scan(self.root)]
-        infos += [EntryInfo.from_session(d, r, used) for d, r, used in scan_sessions(self.root)]
-        return sorted(infos, key=lambda e: e.last_used, reverse=True)
+        return maintenance.entries(self)
+
+    def models(self) -> list[maintenance.ModelInfo]:
+        """Every model, most recently used first; entries no model claims come last, as
+        one row named ``(no model)``."""
+        return maintenance.models(self)
 
     def total_bytes(self) -> int:
-        """Bytes of array data in the cache (a fresh scan)."""
+        """Bytes of entry data in the cache (a fresh scan)."""
         with self._lock:
             index = self._loaded_index()
             index.rebuild(self.root)
             return index.total
 
     def remove(self, key: str) -> bool:
-        """Remove entry ``key`` (a cache key, see :attr:`Payload.key`, or a saved
-        session's); False if absent."""
+        """Remove entry ``key`` (a weight entry's content key or a saved session's key);
+        False if absent."""
         check_key(key)
         return self._remove(key, self._directory(key))
 
-    def verify(self, key: str | None = None, *, remove: bool = True) -> list[CacheProblem]:
-        """Re-read every entry (or one) completely and report what is wrong.
+    def remove_model(self, name: str) -> maintenance.ModelInfo:
+        """Remove the model called ``name`` (its name, source or key) with its entries and
+        sessions (those another model also uses are kept) and remembered header.
 
-        Checks the zarr metadata, file sizes and checksums, and finds staging files of
-        writers that were killed. With ``remove`` broken entries and abandoned writes are
-        deleted; otherwise they are only reported.
+        Raises:
+            CacheError: no model, or several, match ``name``.
         """
-        problems: list[CacheProblem] = []
-        if key is None:
-            for path in clean_staging(self.root, remove=remove):
-                name = path.name.split(".")[0]
-                problems.append(
-                    CacheProblem(name, path, "partial write left by a stopped writer", remove)
-                )
-            directories = list(iter_entry_dirs(self.root))
-            sessions = list(iter_session_dirs(self.root))
-        else:
-            directory = self._directory(check_key(key))
-            is_session = directory.parent.name == "sessions"
-            directories = [] if is_session else [directory]
-            sessions = [directory] if is_session else []
-        for directory in sessions:
-            problem = session_problem(directory)
-            if problem is not None:
-                problems.append(self._problem(directory, problem, remove))
-        for directory in directories:
-            try:
-                verify_entry(directory)
-            except FileNotFoundError:
-                if key is None:  # a directory without its record: never committed
-                    problem = "entry has no record (never committed)"
-                    problems.append(self._problem(directory, problem, remove))
-            except CorruptEntry as exc:
-                problems.append(self._problem(directory, str(exc), remove))
-            except OSError as exc:
-                problems.append(self._problem(directory, f"unreadable: {exc}", remove))
-        return problems
+        return maintenance.remove_model(self, name)
 
-    def _problem(self, directory: Path, problem: str, remove: bool) -> CacheProblem:
-        if remove:
-            self._remove(directory.name, directory)
-        return CacheProblem(directory.name, directory, problem, remove)
+    def verify(
+        self, key: str | None = None, *, remove: bool = True
+    ) -> list[maintenance.CacheProblem]:
+        """Re-read the whole cache (or one entry or model) and report what is wrong.
+
+        Checks records, file sizes and checksums, sessions against the entries they were
+        built from, the index, model records and remembered URL headers, and finds
+        staging files of stopped writers and links where directories belong. With
+        ``remove`` broken things are deleted; otherwise only reported.
+
+        Raises:
+            CacheError: ``key`` names no entry or model in the cache.
+        """
+        return maintenance.verify(self, key, remove=remove)
 
     def prune(
         self,
         max_bytes: int | str | None = None,
         older_than: float | timedelta | None = None,
         all: bool = False,
-    ) -> list[EntryInfo]:
-        """Remove entries; return those removed.
+    ) -> list[maintenance.ModelInfo]:
+        """Remove whole models, least recently used first; return those removed.
 
         Args:
-            max_bytes: remove least-recently-used entries until the cache holds at most
-                this much data (default: the cache's own ``max_bytes``, if any).
-            older_than: remove entries not used for this long (seconds or a timedelta).
-            all: remove every entry.
+            max_bytes: remove until the cache holds at most this much (default: the
+                cache's own ``max_bytes``, if any).
+            older_than: remove models not used for this long (seconds or a timedelta).
+            all: remove everything.
 
-        Entries with arrays still mapped by this process are kept unless ``all``. Staging
-        files of stopped writers are always removed.
+        Entries no model claims go first. Models with arrays still mapped by this process
+        are kept unless ``all``. Staging files of stopped writers are always removed.
         """
-        limit = self.max_bytes if max_bytes is None else parse_size(max_bytes)
-        clean_staging(self.root)
-        empty_trash(self.root)
-        infos = {e.key: e for e in self.entries()}
-        victims: list[str] = []
-        with self._lock:
-            protected = set() if all else self._in_use()
-        if all:
-            victims = list(infos)
-        else:
-            if older_than is not None:
-                if isinstance(older_than, timedelta):
-                    older_than = older_than.total_seconds()
-                cutoff = time.time() - older_than
-                victims = [
-                    k for k, e in infos.items() if e.last_used < cutoff and k not in protected
-                ]
-            if limit is not None:
-                rest = {k: e for k, e in infos.items() if k not in victims}
-                victims += lru_victims({k: _item(e) for k, e in rest.items()}, limit, protected)
-        removed = [infos[k] for k in victims if self._remove(k, infos[k].path)]
-        return removed
+        return maintenance.prune(self, max_bytes, older_than, all)
 
     # -- internals --------------------------------------------------------------------
 
@@ -456,7 +582,7 @@ class WeightCache:
     def _directory(self, key: str) -> Path:
         """Directory of entry ``key``: a saved session's if one exists, else a weight's."""
         session = session_dir(self.root, key)
-        return session if session.exists() else entry_dir(self.root, key)
+        return session if os.path.lexists(session) else entry_dir(self.root, key)
 
     def _in_use(self) -> set[str]:
         """Keys whose arrays this process still holds (weak references to their maps)."""
@@ -485,11 +611,7 @@ class WeightCache:
         return moved
 
 
-def _item(info: EntryInfo) -> IndexItem:
-    return IndexItem(info.nbytes, info.last_used)
-
-
-def _matches(record: EntryRecord, payload: Payload) -> bool:
+def _matches(record: Record, payload: Payload) -> bool:
     """True if the stored parts have the names, types and shapes the payload declares."""
     outputs = payload.outputs
     if set(record.parts) != set(outputs):

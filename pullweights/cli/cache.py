@@ -1,16 +1,17 @@
-"""``pullweights cache``: list, verify and prune the on-disk weight cache.
+"""``pullweights cache``: the on-disk weight cache, in terms of models.
 
 ::
 
-    pullweights cache list [--json]
-    pullweights cache verify [KEY] [--keep] [--json]
+    pullweights cache list [--tensors] [--json]
+    pullweights cache rm MODEL [--json]
+    pullweights cache verify [KEY | MODEL] [--keep] [--json]
     pullweights cache prune (--max-size 2G | --older-than 7d | --all) [--json]
     pullweights cache path
 
 Every subcommand takes ``--cache-dir DIR`` (default ``$PULLWEIGHTS_CACHE`` or
-``~/.cache/pullweights``). Saved onnxruntime sessions (transform ``onnxruntime <version>
-session``) are listed, verified and pruned with the weight entries. :func:`run` is
-synchronous and returns the exit status.
+``~/.cache/pullweights``). ``list`` shows one row per model (its weight entries and
+saved onnxruntime sessions), ``--tensors`` one row per entry; ``rm`` and ``prune``
+remove whole models. :func:`run` is synchronous and returns the exit status.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
-from pullweights.cache import CacheProblem, EntryInfo, WeightCache, format_size
+from pullweights.cache import CacheProblem, EntryInfo, ModelInfo, WeightCache, format_size
 from pullweights.cache.sizes import parse_duration, parse_size
 from pullweights.errors import CacheError
 
@@ -64,35 +65,45 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.set_defaults(run=run)
     commands = parser.add_subparsers(dest="cache_command", required=True, metavar="COMMAND")
 
-    commands.add_parser(
-        "list", parents=[common, as_json], help="list entries, most recently used first"
+    listing = commands.add_parser(
+        "list", parents=[common, as_json], help="list models, most recently used first"
     )
+    listing.add_argument(
+        "--tensors", action="store_true", help="list every weight entry and saved session"
+    )
+
+    rm = commands.add_parser(
+        "rm", parents=[common, as_json], help="remove a model with its entries and sessions"
+    )
+    rm.add_argument("model", metavar="MODEL", help="model name, path, URL or key (see list)")
 
     verify = commands.add_parser(
         "verify",
         parents=[common, as_json],
-        help="re-read and checksum entries; remove broken ones and abandoned writes",
+        help="re-read and checksum everything; remove broken entries and abandoned writes",
     )
-    verify.add_argument("key", nargs="?", help="verify only this entry")
+    verify.add_argument(
+        "key", nargs="?", metavar="KEY|MODEL", help="verify only this entry or model"
+    )
     verify.add_argument("--keep", action="store_true", help="report problems, remove nothing")
 
     prune = commands.add_parser(
-        "prune", parents=[common, as_json], help="remove entries to free space"
+        "prune", parents=[common, as_json], help="remove whole models to free space"
     )
     prune.add_argument(
         "--max-size",
         type=_size,
         metavar="SIZE",
-        help="remove least-recently-used entries until the cache holds at most SIZE "
+        help="remove least-recently-used models until the cache holds at most SIZE "
         "(e.g. 500M, 2G; binary units)",
     )
     prune.add_argument(
         "--older-than",
         type=_duration,
         metavar="AGE",
-        help="remove entries not used for AGE (e.g. 12h, 7d, 2w)",
+        help="remove models not used for AGE (e.g. 12h, 7d, 2w)",
     )
-    prune.add_argument("--all", action="store_true", help="remove every entry")
+    prune.add_argument("--all", action="store_true", help="remove everything")
 
     commands.add_parser("path", parents=[common], help="print the cache directory")
 
@@ -103,11 +114,13 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     0: success; 1: ``verify`` found problems, or the cache could not be used.
     """
     out = out or sys.stdout
-    cache = WeightCache(args.cache_dir)
     try:
+        cache = WeightCache(args.cache_dir)
         match args.cache_command:
             case "list":
                 return _list(cache, args, out)
+            case "rm":
+                return _rm(cache, args, out)
             case "verify":
                 return _verify(cache, args, out)
             case "prune":
@@ -121,13 +134,15 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     raise ValueError(f"unknown cache command {args.cache_command!r}")
 
 
-def _count(n: int) -> str:
-    return f"{n} entry" if n == 1 else f"{n} entries"
+def _count(n: int, what: str = "entry") -> str:
+    plural = "entries" if what == "entry" else f"{what}s"
+    return f"{n} {what}" if n == 1 else f"{n} {plural}"
 
 
 def _entry_json(e: EntryInfo) -> dict[str, Any]:
     return {
         "key": e.key,
+        "kind": e.kind,
         "label": e.label,
         "bytes": e.nbytes,
         "transform": e.transform,
@@ -142,11 +157,25 @@ def _entry_json(e: EntryInfo) -> dict[str, Any]:
     }
 
 
+def _model_json(m: ModelInfo) -> dict[str, Any]:
+    return {
+        "key": m.key,
+        "name": m.name,
+        "source": m.source,
+        "source_name": m.source_name,
+        "url": m.url,
+        "bytes": m.nbytes,
+        "last_used": m.last_used,
+        "entries": [e.key for e in m.entries],
+        "sessions": [e.key for e in m.sessions],
+    }
+
+
 def _when(t: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M", time.localtime(t))
 
 
-def _table(entries: list[EntryInfo], out: TextIO) -> None:
+def _entry_table(entries: list[EntryInfo], out: TextIO) -> None:
     print(f"{'KEY':<12}  {'SIZE':>10}  {'LAST USED':<16}  {'TRANSFORM':<16}  LABEL", file=out)
     for e in entries:
         label = e.label or e.source_name
@@ -157,18 +186,63 @@ def _table(entries: list[EntryInfo], out: TextIO) -> None:
         )
 
 
+def _short(text: str, width: int) -> str:
+    return text if len(text) <= width else "..." + text[-(width - 3) :]
+
+
+def _model_table(models: list[ModelInfo], out: TextIO) -> None:
+    print(
+        f"{'NAME':<24}  {'SIZE':>10}  {'LAST USED':<16}  {'ENTRIES':>7}  {'SESSIONS':>8}  SOURCE",
+        file=out,
+    )
+    for m in models:
+        print(
+            f"{_short(m.name, 24):<24}  {format_size(m.nbytes):>10}  {_when(m.last_used)}  "
+            f"{len(m.entries):>7}  {len(m.sessions):>8}  {m.url or m.source_name or '-'}",
+            file=out,
+        )
+
+
 def _list(cache: WeightCache, args: argparse.Namespace, out: TextIO) -> int:
     entries = cache.entries()
     total = sum(e.nbytes for e in entries)
+    if args.tensors:
+        if args.json:
+            doc = {
+                "root": str(cache.root),
+                "bytes": total,
+                "entries": [_entry_json(e) for e in entries],
+            }
+            json.dump(doc, out, indent=1)
+            print(file=out)
+            return 0
+        if entries:
+            _entry_table(entries, out)
+        print(f"{_count(len(entries))}, {format_size(total)} in {cache.root}", file=out)
+        return 0
+    models = cache.models()
     if args.json:
-        listed = [_entry_json(e) for e in entries]
-        doc = {"root": str(cache.root), "bytes": total, "entries": listed}
+        doc = {"root": str(cache.root), "bytes": total, "models": [_model_json(m) for m in models]}
         json.dump(doc, out, indent=1)
         print(file=out)
         return 0
-    if entries:
-        _table(entries, out)
-    print(f"{_count(len(entries))}, {format_size(total)} in {cache.root}", file=out)
+    if models:
+        _model_table(models, out)
+    named = sum(1 for m in models if m.key)
+    print(
+        f"{_count(named, 'model')} ({_count(len(entries))}), {format_size(total)} in {cache.root}",
+        file=out,
+    )
+    return 0
+
+
+def _rm(cache: WeightCache, args: argparse.Namespace, out: TextIO) -> int:
+    model = cache.remove_model(args.model)
+    if args.json:
+        json.dump(_model_json(model), out, indent=1)
+        print(file=out)
+        return 0
+    print(f"removed model {model.name} ({format_size(model.nbytes)}) from {cache.root}", file=out)
     return 0
 
 
@@ -185,7 +259,7 @@ def _verify(cache: WeightCache, args: argparse.Namespace, out: TextIO) -> int:
     else:
         for p in problems:
             print(p, file=out)
-        what = f"entry {args.key}" if args.key else _count(checked)
+        what = f"{args.key}" if args.key else _count(checked)
         status = f"{len(problems)} problems" if problems else "ok"
         print(f"verified {what} in {cache.root}: {status}", file=out)
     return 1 if problems else 0
@@ -198,18 +272,22 @@ def _prune(cache: WeightCache, args: argparse.Namespace, out: TextIO) -> int:
             file=sys.stderr,
         )
         return 2
+    before = cache.total_bytes()
     removed = cache.prune(max_bytes=args.max_size, older_than=args.older_than, all=args.all)
-    freed = sum(e.nbytes for e in removed)
+    left = cache.entries()
+    freed = before - sum(e.nbytes for e in left)
     if args.json:
-        doc = {"removed": [_entry_json(e) for e in removed], "freed_bytes": freed}
+        doc = {"removed": [_model_json(m) for m in removed], "freed_bytes": freed}
         json.dump(doc, out, indent=1)
         print(file=out)
         return 0
     if removed:
-        _table(removed, out)
-    left = cache.entries()
+        _model_table(removed, out)
+    named = sum(1 for m in cache.models() if m.key)
     print(
-        f"removed {_count(len(removed))} ({format_size(freed)}); {_count(len(left))}, "
+        f"removed {_count(sum(1 for m in removed if m.key), 'model')} "
+        f"({_count(sum(len(m.entries) + len(m.sessions) for m in removed))}, "
+        f"{format_size(freed)}); {_count(named, 'model')}, "
         f"{format_size(sum(e.nbytes for e in left))} left in {cache.root}",
         file=out,
     )

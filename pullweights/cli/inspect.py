@@ -2,13 +2,13 @@
 
 Prints a summary (size, version, alignment, architecture and its hyperparameters), the
 metadata (long arrays summarised as ``[262144 strings]``) and one row per tensor: name,
-GGML type, shape, bytes and the layout pullweights would give it.
+GGML type, shape, bytes and the layout a load builds for it (the loaders' own choice:
+:func:`pullweights.gguf.layouts.layout_name`).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -61,7 +61,7 @@ async def run(args: argparse.Namespace) -> int:
     names: list[str] = list(args.model)
     model: ModelSpec = names[0] if len(names) == 1 else names
     async with await open_gguf(model) as gguf:
-        layout = _layout_namer()
+        layout = _layout_namer(gguf)
         if args.json:
             print(json.dumps(_as_json(gguf, layout, full=args.metadata), indent=2))
         else:
@@ -70,18 +70,24 @@ async def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _layout_namer() -> Callable[[GGUFTensor], str]:
-    """``layout_name`` from :mod:`pullweights.gguf.layouts`, or ``"?"`` where it is absent."""
-    try:
-        layout_name = importlib.import_module("pullweights.gguf.layouts").layout_name
-    except (ImportError, AttributeError):
-        return lambda tensor: "?"
+def _layout_namer(gguf: GGUFFile) -> Callable[[GGUFTensor], str]:
+    """What a load builds for each tensor (:func:`~pullweights.gguf.layouts.layout_name`):
+    the layout the loaders choose, the embedding table also as the output head when the
+    file has no ``output.weight``."""
+    from pullweights.gguf.layouts import layout_name
+
+    tied = "output.weight" not in gguf.tensors
 
     def name(tensor: GGUFTensor) -> str:
         try:
-            return str(layout_name(tensor.ggml_type, tensor.name))
-        except PullWeightsError:
-            return "unsupported"
+            return layout_name(
+                tensor.ggml_type,
+                tensor.name,
+                tensor.shape,
+                tied_head=tied and tensor.name == "token_embd.weight",
+            )
+        except PullWeightsError as exc:
+            return f"unusable ({exc})"
 
     return name
 

@@ -20,6 +20,8 @@ import numpy as np
 from gguf.constants import GGUF_MAGIC, GGUFValueType
 
 from pullweights.errors import FormatError, UnsupportedError
+from pullweights.events import Phase, span
+from pullweights.filetypes import GGUF_ONLY, describe_foreign
 from pullweights.sources.base import ByteSource
 
 __all__ = [
@@ -136,7 +138,10 @@ async def read_header(source: ByteSource) -> RawHeader:
         UnsupportedError: the file is a GGUF version this parser does not read.
         SourceError: the source could not be read.
     """
-    return await _Parser(source).parse()
+    with span(Phase.HEADER, source.name) as s:
+        header = await _Parser(source).parse()
+        s.nbytes = header.bytes_read
+    return header
 
 
 class _Parser:
@@ -294,10 +299,28 @@ class _Parser:
 
     # -- the header -----------------------------------------------------------------------
 
+    async def check_magic(self) -> None:
+        """Read the magic; a file that is not GGUF is named by its format when the first
+        bytes tell it (:mod:`pullweights.filetypes`): safetensors, ONNX, a checkpoint..."""
+        try:
+            magic = await self.u32("magic")
+        except FormatError as exc:  # under 4 bytes
+            what = "the file is empty (an interrupted download?)" if not self.size else "too short"
+            raise FormatError(f"{exc}: {what}, not a GGUF file ({GGUF_ONLY})") from None
+        if magic == GGUF_MAGIC:
+            return
+        foreign = describe_foreign(self._buf[:64], self.source.name)
+        if foreign is not None:
+            raise UnsupportedError(foreign)
+        raise self.fail(
+            "magic",
+            0,
+            f"0x{magic:08x} is not the GGUF magic 0x{GGUF_MAGIC:08x}: not a GGUF file "
+            f"({GGUF_ONLY})",
+        )
+
     async def parse(self) -> RawHeader:
-        magic = await self.u32("magic")
-        if magic != GGUF_MAGIC:
-            raise self.fail("magic", 0, f"0x{magic:08x} is not the GGUF magic 0x{GGUF_MAGIC:08x}")
+        await self.check_magic()
         version = await self.u32("version")
         if version not in SUPPORTED_VERSIONS:
             swapped = int.from_bytes(version.to_bytes(4, "little"), "big")

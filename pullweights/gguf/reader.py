@@ -14,7 +14,6 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any
 
 from gguf.constants import (
     GGML_QUANT_SIZES,
@@ -25,31 +24,29 @@ from gguf.constants import (
 )
 
 from pullweights.descriptor import TensorDescriptor
-from pullweights.dtypes import DataType
-from pullweights.errors import FormatError, UnsupportedError
+from pullweights.errors import FormatError, SourceError, UnsupportedError
 from pullweights.gguf.header import RawHeader, RawTensorInfo, read_header
-from pullweights.gguf.installed import INSTALLED_MODELS, installed_model_parts
+from pullweights.gguf.parts import check_data_end, check_first_part, parts_hint
+from pullweights.gguf.plain import PLAIN_TYPES, plain_type
+from pullweights.gguf.split import check_not_a_lone_shard, join_shards
 from pullweights.sources.base import ByteSource
 from pullweights.sources.concat import ConcatSource
-from pullweights.sources.file import FileSource
+from pullweights.sources.http_settings import HttpSettings
+from pullweights.sources.progress import ProgressCallback
+from pullweights.sources.resolve import (
+    Location,
+    ModelSpec,
+    OpenSource,
+    ResolvedModel,
+    open_location,
+    resolve_model,
+)
 from pullweights.weights import Payload, Transform
 
 __all__ = ["GGUFFile", "GGUFTensor", "ModelSpec", "open_gguf", "open_model_source"]
 
-#: What :func:`open_gguf` accepts: a path, part paths in order, an installed model name,
-#: or an already open source.
-ModelSpec = str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | ByteSource
-
 #: Largest tensor accepted, in bytes (dimension products past this are corrupt headers).
 MAX_TENSOR_BYTES = 2**62
-
-# GGML types whose bytes are already a plain array.
-_RAW_DTYPES: dict[GGMLQuantizationType, DataType] = {
-    GGMLQuantizationType.F32: "float32",
-    GGMLQuantizationType.F16: "float16",
-    GGMLQuantizationType.I8: "int8",
-    GGMLQuantizationType.I32: "int32",
-}
 
 
 @dataclass(frozen=True)
@@ -87,19 +84,22 @@ class GGUFTensor:
     def payload(self, transform: Transform | None = None) -> Payload:
         """The tensor's byte range as a :class:`Payload`, labelled with the tensor's name.
 
-        Without ``transform`` the bytes are viewed as they are, which only F32, F16, I8 and
-        I32 tensors allow; quantized tensors need a layout transform.
+        Without ``transform`` the bytes are viewed as they are, which only the plain types
+        with a raw view allow (F32, F16, I8, I32, I64: :mod:`pullweights.gguf.plain`);
+        other tensors need a layout transform.
 
         Raises:
             UnsupportedError: no transform was given for a quantized tensor.
         """
         if transform is not None:
             return Payload(self.source, self.offset, self.nbytes, transform, label=self.name)
-        dtype = _RAW_DTYPES.get(self.ggml_type)
+        plain = plain_type(self.ggml_type)
+        dtype = None if plain is None else plain.view
         if dtype is None:
+            views = ", ".join(p.name for p in PLAIN_TYPES.values() if p.view is not None)
             raise UnsupportedError(
                 f"tensor {self.name!r} is {self.ggml_type.name}: it needs a layout transform "
-                f"(raw views exist for {', '.join(t.name for t in _RAW_DTYPES)})"
+                f"(raw views exist for {views})"
             )
         desc = TensorDescriptor(dtype, self.shape)
         return Payload(self.source, self.offset, self.nbytes, raw_descriptor=desc, label=self.name)
@@ -109,16 +109,24 @@ class GGUFFile:
     """The parsed header of a GGUF file and its tensors; tensor bytes stay in the source.
 
     Use :meth:`open` (or :func:`open_gguf`) to create one. As an async context manager it
-    closes its source on exit when :func:`open_gguf` opened that source.
+    closes its sources on exit when :func:`open_gguf` opened them.
+
+    A split GGUF opened by :func:`open_gguf` is one :class:`GGUFFile`: the metadata and
+    :attr:`source` of its first shard, the tensors of all (each :class:`GGUFTensor` has
+    its shard's source) and every shard's source in :attr:`sources`.
     """
 
     def __init__(self, source: ByteSource, header: RawHeader, *, owns_source: bool) -> None:
         self.source = source
+        #: The source of every shard, the first being :attr:`source`.
+        self.sources: tuple[ByteSource, ...] = (source,)
         self.version = header.version
         self.metadata: dict[str, object] = header.metadata
         #: Type of each metadata value: ``(t,)`` or ``(ARRAY, element type)``.
         self.value_types: dict[str, tuple[GGUFValueType, ...]] = header.value_types
-        #: Bytes requested from the source to parse the header.
+        #: Absolute byte offset of each metadata value (for error messages).
+        self.value_offsets: dict[str, int] = header.value_offsets
+        #: Bytes requested from the sources to parse the header(s).
         self.header_bytes_read = header.bytes_read
         self.alignment = _alignment(source, header)
         self.data_offset = _align_up(header.end, self.alignment)
@@ -131,7 +139,23 @@ class GGUFFile:
             info.name: self._tensor(info) for info in header.tensor_infos
         }
         _check_overlaps(source, header.tensor_infos, self.tensors)
-        self._owns_source = owns_source
+        self._owned: list[ByteSource] = [source] if owns_source else []
+
+    @property
+    def data_end(self) -> int | None:
+        """End of this file's last tensor, rounded up to the alignment (``None``: no tensors)."""
+        ends = [t.offset + t.nbytes for t in self.tensors.values() if t.source is self.source]
+        return _align_up(max(ends), self.alignment) if ends else None
+
+    def add_shards(self, shards: Sequence[GGUFFile]) -> None:
+        """Take the tensors and sources of the other shards of a split GGUF (see
+        :func:`pullweights.gguf.split.join_shards`, which checks them first)."""
+        for shard in shards:
+            self.tensors.update(shard.tensors)
+            self.sources += shard.sources
+            self.header_bytes_read += shard.header_bytes_read
+            self._owned += shard._owned
+            shard._owned = []
 
     @classmethod
     async def open(cls, source: ByteSource) -> GGUFFile:
@@ -166,9 +190,10 @@ class GGUFFile:
             raise FormatError(f"{self.source.name}: no tensor named {name!r}") from None
 
     async def aclose(self) -> None:
-        """Close the source if :func:`open_gguf` opened it."""
-        if self._owns_source:
-            await self.source.aclose()
+        """Close the sources :func:`open_gguf` opened (safe to call twice)."""
+        owned, self._owned = self._owned, []
+        for source in owned:
+            await source.aclose()
 
     async def __aenter__(self) -> GGUFFile:
         return self
@@ -183,7 +208,8 @@ class GGUFFile:
 
     def __repr__(self) -> str:
         arch = self.metadata.get(Keys.General.ARCHITECTURE, "?")
-        return f"GGUFFile({self.source.name!r}, arch={arch}, tensors={len(self.tensors)})"
+        shards = f", shards={len(self.sources)}" if len(self.sources) > 1 else ""
+        return f"GGUFFile({self.source.name!r}, arch={arch}, tensors={len(self.tensors)}{shards})"
 
     def _tensor(self, info: RawTensorInfo) -> GGUFTensor:
         where = f"{self.source.name}: tensor {info.name!r}"
@@ -258,61 +284,47 @@ def _check_overlaps(
             )
 
 
-def _is_url(text: str) -> bool:
-    return text[:8].lower().startswith(("http://", "https://"))
-
-
 async def open_model_source(
-    model: ModelSpec, *, remote_dir: str | os.PathLike[str] | None = None, **http_options: Any
+    model: ModelSpec,
+    *,
+    remote_dir: str | os.PathLike[str] | None = None,
+    http: HttpSettings | None = None,
+    offline: bool = False,
+    refresh: bool = False,
 ) -> ByteSource:
-    """Open the bytes ``model`` names; the one place that decides what a model string means.
-
-    - a :class:`ByteSource`: returned as it is;
-    - an installed model name (see :mod:`pullweights.gguf.installed`) that is not also a
-      path: its part files, read in place;
-    - a path: a :class:`FileSource`; several paths: a :class:`ConcatSource` of the parts
-      in order (no assembled copy is made);
-    - an ``http://`` / ``https://`` URL: a :class:`~pullweights.sources.remote.RemoteSource`
-      whose header and identity are remembered in ``remote_dir`` (when given), so a model
-      opened before opens again without the network; ``http_options`` go to
-      :meth:`~pullweights.sources.http.HttpSource.open`.
+    """The bytes of a model that is one GGUF file (see
+    :func:`pullweights.sources.resolve.resolve_model` for what ``model`` may be).
 
     Raises:
-        SourceError: a file cannot be opened, or an installed model's package is missing.
-        FetchError: a URL cannot be opened.
-        UnsupportedError: several URLs.
+        UnsupportedError: ``model`` is a split GGUF (open it with :func:`open_gguf`).
+        SourceError, FetchError: see :func:`~pullweights.sources.resolve.open_location`.
     """
-    if isinstance(model, ByteSource):
-        return model
-    if isinstance(model, (str, os.PathLike)):
-        paths: list[str | os.PathLike[str]] = [model]
-    else:
-        paths = list(model)
-        if not paths:
-            raise UnsupportedError("no model given: the list of part paths is empty")
-    urls = [p for p in paths if isinstance(p, str) and _is_url(p)]
-    if urls:
-        if len(paths) != 1:
-            raise UnsupportedError("a model given as URLs must be one URL (no remote parts)")
-        from pullweights.sources.remote import RemoteSource
-
-        return await RemoteSource.open(urls[0], remote_dir, **http_options)
-    if len(paths) == 1:
-        only = paths[0]
-        if isinstance(only, str) and only in INSTALLED_MODELS and not os.path.exists(only):
-            paths = list(installed_model_parts(only))
-    if len(paths) == 1:
-        return FileSource(paths[0])
-    return ConcatSource.from_paths(paths)
+    resolved = resolve_model(model)
+    if resolved.is_split:
+        raise UnsupportedError(
+            f"{resolved.name}: a split GGUF of {len(resolved.shards)} shards is not one "
+            "source; open it with open_gguf"
+        )
+    return await open_location(
+        resolved.shards[0], remote_dir=remote_dir, http=http, offline=offline, refresh=refresh
+    )
 
 
 async def open_gguf(
-    model: ModelSpec, *, remote_dir: str | os.PathLike[str] | None = None, **http_options: Any
+    model: ModelSpec | ResolvedModel,
+    *,
+    remote_dir: str | os.PathLike[str] | None = None,
+    http: HttpSettings | None = None,
+    offline: bool = False,
+    refresh: bool = False,
+    progress: ProgressCallback | None = None,
 ) -> GGUFFile:
-    """Open a GGUF file from a path, part paths, an installed model name or a source.
+    """Open a GGUF model: a path, part paths, a URL, an installed name, split shards, a source.
 
-    Only the header is read. The returned file closes the source it opened when it is
-    closed (``async with``, :meth:`GGUFFile.aclose`); a source passed in is left open.
+    What ``model`` means is decided by :func:`~pullweights.sources.resolve.resolve_model`
+    (or pass its :class:`~pullweights.sources.resolve.ResolvedModel`). Only headers are
+    read. The returned file closes the sources it opened when it is closed
+    (``async with``, :meth:`GGUFFile.aclose`); a source passed in is left open.
 
     Example::
 
@@ -320,14 +332,64 @@ async def open_gguf(
         async with gguf:
             print(gguf.architecture)
 
+    Args:
+        remote_dir: where URLs are remembered (``<cache>/remote``); see
+            :class:`~pullweights.sources.RemoteSource`.
+        http: HTTP settings for URLs (default ``HttpSettings()``).
+        offline: open URLs from what is remembered only, with no network request.
+        refresh: fetch remembered URLs' headers again.
+        progress: byte progress of remote transfers.
+
     Raises:
         FormatError, UnsupportedError, SourceError: see :meth:`GGUFFile.open` and
-        :func:`open_model_source`.
+        :func:`~pullweights.sources.resolve.resolve_model`; part files out of order; a
+        missing shard, wrong shard count or shards of different models.
     """
-    source = await open_model_source(model, remote_dir=remote_dir, **http_options)
-    owns = source is not model
+    resolved = model if isinstance(model, ResolvedModel) else resolve_model(model)
+    files: list[GGUFFile] = []
     try:
-        gguf = GGUFFile(source, await read_header(source), owns_source=owns)
+        for index, location in enumerate(resolved.shards):
+            try:
+                source = await open_location(
+                    location,
+                    remote_dir=remote_dir,
+                    http=http,
+                    offline=offline,
+                    refresh=refresh,
+                    progress=progress,
+                )
+            except SourceError as exc:
+                if not resolved.is_split:
+                    raise
+                raise type(exc)(
+                    f"shard {index + 1} of {len(resolved.shards)} of the split GGUF "
+                    f"{resolved.name} cannot be opened: {exc}"
+                ) from exc
+            files.append(await _open_file(location, source))
+        if len(files) == 1:
+            check_not_a_lone_shard(files[0])
+            return files[0]
+        return join_shards(files)
+    except BaseException:
+        for opened in files:
+            await opened.aclose()
+        raise
+
+
+async def _open_file(location: Location, source: ByteSource) -> GGUFFile:
+    """Parse one GGUF file's header; the file owns ``source`` unless it was passed in."""
+    owns = not isinstance(location, OpenSource)
+    try:
+        if isinstance(source, ConcatSource):
+            await check_first_part(source)
+        try:
+            gguf = GGUFFile(source, await read_header(source), owns_source=owns)
+        except FormatError as exc:
+            if not isinstance(source, ConcatSource):
+                raise
+            raise FormatError(str(exc) + parts_hint(source)) from exc
+        if isinstance(source, ConcatSource):
+            check_data_end(source, gguf.data_end)
         remember = getattr(source, "remember_header", None)
         if remember is not None:
             await remember(gguf.data_offset)

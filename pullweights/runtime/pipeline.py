@@ -40,6 +40,7 @@ from pullweights.runtime.saved import MODEL, SessionSaver, saved_session_store, 
 from pullweights.runtime.threads import joined
 
 if TYPE_CHECKING:
+    from pullweights.cache import WeightCache
     from pullweights.runtime.context import Context
 
 __all__ = ["compile_graph"]
@@ -56,8 +57,8 @@ async def compile_graph(
 ) -> Graph:
     """Pull ``lowered``'s weights and compile its stages (see the module docs); cancellable.
 
-    ``on_compile_start`` is called once, on the event loop, when the last stage starts
-    compiling.
+    ``on_compile_start`` is called once, on the event loop, when every stage has the
+    weights it compiles from (only compiling, and bound weights, are left).
 
     Raises:
         CompileError: onnxruntime refused a stage.
@@ -68,7 +69,7 @@ async def compile_graph(
         puller.expect(stage.initializer_weights.values())
     for stage in lowered.stages:
         puller.expect(stage.bound_weights.values())
-    run = _Load(context, puller, len(lowered.stages), on_compile_start)
+    run = _Load(context, puller, lowered, on_compile_start)
     lengths = {id(r.payload): r.payload.length for r in lowered.weights.values()}
     total = sum(lengths.values())
     with span(Phase.LOAD, "", total):
@@ -83,57 +84,72 @@ async def compile_graph(
             raise
     graph = Graph(lowered, compiled)
     graph.cache_hits, graph.transformed = puller.cache_hits, puller.transformed
-    mark(Phase.READY, nbytes=total)
+    if context.cache is not None:  # the model record: what this load used
+        await joined(context.cache.register_load, lowered.weights.values(), run.session_keys)
+    mark(Phase.READY, "graph", total)
     return graph
 
 
 class _Load:
-    """One compile of one graph: the shared puller and the one-stage-at-a-time lock."""
+    """One compile of one graph: the shared puller, the lock that lets one stage at a
+    time hold packed copies on the heap, and the slots for opening saved stages."""
 
     def __init__(
         self,
         context: Context,
         puller: WeightPuller,
-        n_stages: int,
+        lowered: LoweredGraph,
         on_compile_start: Callable[[], object] | None,
     ) -> None:
         self.context = context
         self.puller = puller
-        self.lock = asyncio.Lock()
-        self.remaining = n_stages
+        self.heap = asyncio.Lock()
+        self.opening = asyncio.Semaphore(max(1, os.cpu_count() or 1))
+        self.unpulled = len(lowered.stages)
         self.on_compile_start = on_compile_start
+        #: Keys of the saved sessions this load opened or saved.
+        self.session_keys: list[str] = []
+        # Payloads only ever packed (no stage binds them) and the stages packing them: once
+        # all those stages are saved, their cache entries are a second copy of bytes the
+        # saved sessions hold (see _drop_packed_only).
+        self.packers: dict[int, int] = {}
+        bound = {id(r.payload) for s in lowered.stages for r in s.bound_weights.values()}
+        for stage in lowered.stages:
+            for pid in {id(r.payload) for r in stage.initializer_weights.values()} - bound:
+                self.packers[pid] = self.packers.get(pid, 0) + 1
 
-    def _started(self) -> None:
-        self.remaining -= 1
-        if self.remaining == 0 and self.on_compile_start is not None:
+    def _pulled(self) -> None:
+        """One more stage has its initializers (or needs none): once all have, only
+        compiling is left."""
+        self.unpulled -= 1
+        if self.unpulled == 0 and self.on_compile_start is not None:
             self.on_compile_start()
 
     async def stage(self, stage: LoweredStage) -> CompiledStage:
         """Pull, compile (or open saved) and bind one stage."""
         store = saved_session_store(self.context, stage)
+        key: str | None = None
+        if store is not None:  # a local file not indexed yet is hashed: cheaper than pulling
+            key = await joined(session_key, self.context, stage)
+            if key is not None and (compiled := await self._saved(stage, store, key)):
+                return compiled
         saver: SessionSaver | None = None
-        if store is not None:
-            key = session_key(self.context, stage)
-            directory = await joined(store.open_session, key)
-            if directory is not None:
-                compiled = await self._open_saved(stage, directory / MODEL)
-                if compiled is not None:
-                    store.mark_in_use(key, compiled.session)
-                    return compiled
-                try:
-                    store.remove(key)
-                except CacheError as exc:
-                    log.warning("cannot remove the unusable saved session %s: %s", key, exc)
-            saver = SessionSaver(store, key)
         try:
             initial = await self.puller.pull(stage.initializer_weights, stage=stage.name)
+            if store is not None and key is None:
+                # A remote weight's content is known once fetched: the same model may
+                # have been saved from another URL.
+                key = await joined(session_key, self.context, stage)
+                if key is not None and (compiled := await self._saved(stage, store, key)):
+                    return compiled
+            self._pulled()
+            if store is not None and key is not None and store.writable:
+                saver = SessionSaver(store, key)
             bound = asyncio.ensure_future(self._bound(stage))
             try:
                 loaded = {**initial, **stage.large_constants}
                 del initial
-                async with self.lock:
-                    self._started()
-                    compiled = await self._compile(stage, loaded, saver)
+                compiled = await self._compile(stage, loaded, saver)
                 del loaded
                 compiled.weights = await bound
             except BaseException:
@@ -146,7 +162,51 @@ class _Load:
             raise
         if store is not None and saver is not None and compiled.save is not None:
             store.mark_in_use(saver.key, compiled.session)
+            self.session_keys.append(saver.key)
+            await self._drop_packed_only(stage)
         return compiled
+
+    async def _saved(
+        self, stage: LoweredStage, store: WeightCache, key: str
+    ) -> CompiledStage | None:
+        """The stage from its saved session ``key``, or None if there is none usable."""
+        directory = await joined(store.open_session, key)
+        if directory is None:
+            return None
+        compiled = await self._open_saved(stage, directory / MODEL)
+        if compiled is not None:
+            store.mark_in_use(key, compiled.session)
+            self.session_keys.append(key)
+            return compiled
+        try:
+            store.remove(key)
+        except CacheError as exc:
+            log.warning("cannot remove the unusable saved session %s: %s", key, exc)
+        return None
+
+    async def _drop_packed_only(self, stage: LoweredStage) -> None:
+        """Remove the cache entries of payloads that only saved stages pack, when their
+        source is local: the saved sessions hold those bytes (onnxruntime needs them there,
+        next to the packed copies), and should a session be lost, the weight is made again
+        from the file. Remote payloads keep their entries (re-reading means downloading)."""
+        cache = self.context.cache
+        if cache is None:
+            return
+        drop = []
+        for payload in {
+            id(r.payload): r.payload for r in stage.initializer_weights.values()
+        }.values():
+            left = self.packers.get(id(payload))
+            if left is None:
+                continue
+            self.packers[id(payload)] = left - 1
+            if left == 1 and payload.source.local and (key := cache.content_key(payload)):
+                drop.append(key)
+        for key in drop:
+            try:
+                await joined(cache.remove, key)
+            except CacheError as exc:
+                log.warning("cannot remove cache entry %s: %s", key, exc)
 
     async def _bound(self, stage: LoweredStage) -> dict[str, np.ndarray]:
         bound = await self.puller.pull(stage.bound_weights, stage=stage.name)
@@ -155,16 +215,16 @@ class _Load:
     async def _open_saved(self, stage: LoweredStage, model: Path) -> CompiledStage | None:
         """The stage from its saved session, or None if it cannot be used (onnxruntime
         rejects it, or anything else fails: compiling from the weights then says what is
-        wrong)."""
+        wrong). Opening packs one weight at a time to find its saved copy, so saved
+        stages open side by side, one per CPU."""
         so = self.context.session_options()
+        self._pulled()
         bound = asyncio.ensure_future(self._bound(stage))
         try:
-            async with self.lock:
-                self._started()
+            async with self.opening:
                 with span(Phase.COMPILE, stage.name, stage.prepacked_bytes, stage=stage.name):
                     session = await joined(self._create, str(model), so)
-                # It packed every weight once to find the saved copy, then freed it.
-                await joined(release_free_memory)
+                await joined(release_free_memory)  # what packing to find the copies left
             weights = await bound
         except asyncio.CancelledError:
             bound.cancel()
@@ -173,7 +233,7 @@ class _Load:
         except Exception as exc:
             bound.cancel()
             await asyncio.wait([bound])
-            self.remaining += 1  # it will start again, compiled from the weights
+            self.unpulled += 1  # it will pull its weights after all
             log.warning("saved session %s is unusable and is removed: %s", model.parent, exc)
             return None
         return CompiledStage(stage, session, weights, from_saved=True)
@@ -181,38 +241,12 @@ class _Load:
     async def _compile(
         self, stage: LoweredStage, loaded: Mapping[str, np.ndarray], saver: SessionSaver | None
     ) -> CompiledStage:
-        """Create the stage's session from its loaded initializers (saving it with
-        ``saver``, then re-opening it over the saved files)."""
-        nbytes = stage.prepacked_bytes
+        """Create the stage's session from its loaded initializers — with ``saver``,
+        saving it, then re-opening it over the saved files."""
         if saver is not None:
-            try:
-                staged = await joined(saver.stage, stage, loaded)
-                so = self.context.session_options()
-                saver.configure(so)
-                with span(Phase.COMPILE, stage.name, nbytes, stage=stage.name):
-                    session = await self._guarded(stage, self._create, str(staged), so)
-                with span(Phase.SAVE, stage.name, nbytes, stage=stage.name):
-                    entry = await joined(saver.finish)
-            except CompileError:
-                raise
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # saving is an optimization: compile without it
-                log.warning("compiling stage %r without saving it: %s", stage.name, exc)
-                saver.abort()
-            else:
-                if not self.context.remap_saved:
-                    return CompiledStage(stage, session, {}, save=saver.done)
-                # Re-open over the mapped files; the heap copies go first (the only
-                # reference), so re-opening does not pack next to them.
-                del session
-                await joined(release_free_memory)
-                with span(Phase.COMPILE, f"{stage.name} (mapped)", nbytes, stage=stage.name):
-                    reopened = await self._guarded(
-                        stage, self._create, str(entry / MODEL), self.context.session_options()
-                    )
-                await joined(release_free_memory)
-                return CompiledStage(stage, reopened, {}, save=saver.done)
+            compiled = await self._compile_saving(stage, loaded, saver)
+            if compiled is not None:
+                return compiled
         keepalive: list[Any] = []
         so = self.context.session_options()
         for name, arr in stage.initializer_arrays(loaded).items():
@@ -220,9 +254,49 @@ class _Load:
             keepalive.append((arr, value))  # onnxruntime does not own these buffers
             so.add_initializer(name, value)
         data = stage.model.SerializeToString()
-        with span(Phase.COMPILE, stage.name, nbytes, stage=stage.name):
-            session = await self._guarded(stage, self._create_placeholder, data, so)
+        async with self.heap:
+            with span(Phase.COMPILE, stage.name, stage.prepacked_bytes, stage=stage.name):
+                session = await self._guarded(stage, self._create_placeholder, data, so)
         return CompiledStage(stage, session, {}, keepalive)
+
+    async def _compile_saving(
+        self, stage: LoweredStage, loaded: Mapping[str, np.ndarray], saver: SessionSaver
+    ) -> CompiledStage | None:
+        """Compile with saving on; None if saving failed (compile without it then).
+
+        Only creating the session holds the heap lock: its packed copies are dropped
+        before the lock is released (when re-opening), so the next stage compiles while
+        this one is saved and re-opened over the mapped files.
+        """
+        nbytes = stage.prepacked_bytes
+        remap = self.context.remap_saved
+        session: ort.InferenceSession | None = None
+        try:
+            staged = await joined(saver.stage, stage, loaded)
+            so = self.context.session_options()
+            saver.configure(so)
+            async with self.heap:
+                with span(Phase.COMPILE, stage.name, nbytes, stage=stage.name):
+                    session = await self._guarded(stage, self._create, str(staged), so)
+                if remap:
+                    session = None  # the only reference: its packed copies are freed here
+                    await joined(release_free_memory)
+            with span(Phase.SAVE, stage.name, nbytes, stage=stage.name):
+                entry = await joined(saver.finish)
+        except (CompileError, asyncio.CancelledError):
+            raise
+        except Exception as exc:  # saving is an optimization: compile without it
+            log.warning("compiling stage %r without saving it: %s", stage.name, exc)
+            saver.abort()
+            return None
+        if session is not None:
+            return CompiledStage(stage, session, {}, save=saver.done)
+        with span(Phase.COMPILE, f"{stage.name} (mapped)", nbytes, stage=stage.name):
+            reopened = await self._guarded(
+                stage, self._create, str(entry / MODEL), self.context.session_options()
+            )
+        await joined(release_free_memory)
+        return CompiledStage(stage, reopened, {}, save=saver.done)
 
     def _create(self, path: str, so: ort.SessionOptions) -> ort.InferenceSession:
         return ort.InferenceSession(path, so, providers=self.context.providers)

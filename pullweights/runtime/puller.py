@@ -28,19 +28,23 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from pullweights.cache.index import RunningDigest
 from pullweights.errors import PullWeightsError, SourceError
 from pullweights.events import Phase, Progress, ProgressCallback, span
 from pullweights.runtime.threads import joined
 from pullweights.sources.budget import ByteBudget
-from pullweights.weights import Payload, WeightRef, view_as
+from pullweights.weights import Payload, Transform, WeightRef, view_as
 
 if TYPE_CHECKING:
     from pullweights.cache import WeightCache
+    from pullweights.cache.writer import EntryWriter
 
 __all__ = ["DEFAULT_BUDGET", "WeightPuller"]
 
 #: Default bound on bytes in flight (read buffers + transform outputs).
 DEFAULT_BUDGET = 256 << 20
+#: Input + output bytes of one row group of a transform streamed into the cache.
+ROW_GROUP_BYTES = 16 << 20
 
 Arrays = dict[str, np.ndarray]
 
@@ -183,6 +187,8 @@ class WeightPuller:
     async def _transform(self, payload: Payload, stage: str) -> Arrays:
         transform = payload.transform
         assert transform is not None
+        if self.cache is not None and transform.rows is not None:
+            return await self._transform_rows(payload, stage)
         name = payload.label or payload.describe()
         mapped = payload.source.map(payload.offset, payload.length)
         out_bytes = sum(d.nbytes for d in transform.outputs.values())
@@ -194,9 +200,17 @@ class WeightPuller:
                 raw = np.empty(payload.length, dtype=np.uint8)
                 with span(Phase.FETCH, name, payload.length, stage=stage):
                     await payload.source.read_into(payload.offset, memoryview(raw))
+                if self.cache is not None:
+                    # Now that its content is known it may be cached already (the same
+                    # bytes under another URL or path): nothing to transform or store.
+                    hit = await joined(self.cache.get, payload, raw)
+                    if hit is not None:
+                        self.cache_hits += 1
+                        return hit
             with span(Phase.TRANSFORM, name, payload.length, stage=stage):
                 arrays = await joined(transform.apply, raw)
             del raw
+            payload.source.release(payload.offset, payload.length)
             _check_outputs(payload, arrays)
             self.transformed += 1
             if self.cache is None:
@@ -208,6 +222,99 @@ class WeightPuller:
             del arrays
         assert w.result is not None
         return dict(w.result)
+
+    async def _transform_rows(self, payload: Payload, stage: str) -> Arrays:
+        """Transform in row groups, each written to its place in the cache entry before
+        the next is made: at most one group's input and output are in memory."""
+        transform = payload.transform
+        assert transform is not None and transform.rows is not None and self.cache is not None
+        n_rows, row_bytes = transform.rows
+        name = payload.label or payload.describe()
+        out_row = {p: d.nbytes // max(1, n_rows) for p, d in transform.outputs.items()}
+        per_row = row_bytes + sum(out_row.values())
+        group = max(1, min(n_rows, ROW_GROUP_BYTES // max(1, per_row)))
+        mapped = payload.source.map(payload.offset, payload.length)
+        raw_view = None if mapped is None else np.frombuffer(mapped, dtype=np.uint8)
+        buffer = None if mapped is not None else np.empty(group * row_bytes, np.uint8)
+        async with self._budget.hold(group * per_row):
+            first: np.ndarray | None = None
+            if buffer is not None:
+                # Fetched bytes: they may be cached already from another URL (found by
+                # their first rows, confirmed by the digest of all): nothing to transform.
+                first = buffer[: min(n_rows, group) * row_bytes]
+                with span(Phase.FETCH, name, first.size, stage=stage):
+                    await payload.source.read_into(payload.offset, memoryview(first))
+                candidate = await joined(self.cache.candidate, payload, first)
+                if candidate is not None:
+                    hit = await self._confirm(payload, candidate, first, buffer)
+                    if hit is not None:
+                        self.cache_hits += 1
+                        return hit
+                    first = None  # the buffer was reused: fetch the first rows again
+            async with self.cache.writer(payload) as w:
+                for r0 in range(0, n_rows, group):
+                    r1 = min(n_rows, r0 + group)
+                    if raw_view is not None:
+                        raw = raw_view[r0 * row_bytes : r1 * row_bytes]
+                    elif r0 == 0 and first is not None:
+                        raw = first
+                    else:
+                        assert buffer is not None
+                        raw = buffer[: (r1 - r0) * row_bytes]
+                        with span(Phase.FETCH, name, raw.size, stage=stage):
+                            await payload.source.read_into(
+                                payload.offset + r0 * row_bytes, memoryview(raw)
+                            )
+                    await joined(_transform_group, transform, w, raw, r0, r1, out_row, name, stage)
+                    del raw
+                    # The raw rows are done with: their file pages leave our resident set.
+                    payload.source.release(payload.offset + r0 * row_bytes, (r1 - r0) * row_bytes)
+            del buffer, raw_view
+        self.transformed += 1
+        assert w.result is not None
+        return dict(w.result)
+
+    async def _confirm(
+        self, payload: Payload, candidate: str, first: np.ndarray, buffer: np.ndarray
+    ) -> Arrays | None:
+        """Fetch and hash the rest of ``payload`` (after its ``first`` bytes) through
+        ``buffer``; the cache entry ``candidate`` if the digest of all its bytes is that
+        entry's."""
+        assert self.cache is not None
+        running = RunningDigest()
+        await joined(running.update, first)
+        for start in range(first.size, payload.length, buffer.size):
+            piece = buffer[: min(buffer.size, payload.length - start)]
+            await payload.source.read_into(payload.offset + start, memoryview(piece))
+            await joined(running.update, piece)
+        return await joined(self.cache.confirm, payload, running.value, candidate)
+
+
+def _transform_group(
+    transform: Transform,
+    writer: EntryWriter,
+    raw: np.ndarray,
+    start: int,
+    stop: int,
+    out_row: Mapping[str, int],
+    name: str,
+    stage: str,
+) -> None:
+    """Rows ``start:stop`` transformed and written to their place (in a worker thread)."""
+    if writer.key is None:
+        writer.feed_raw(raw)  # fetched bytes: the entry's content key is made from them
+    with span(Phase.TRANSFORM, name, raw.size, stage=stage):
+        pieces = transform.apply_rows(raw, start, stop)
+    out_bytes = (stop - start) * sum(out_row.values())
+    with span(Phase.CACHE_WRITE, name, out_bytes, stage=stage):
+        for part, row_nbytes in out_row.items():
+            piece = pieces[part]
+            if piece.nbytes != (stop - start) * row_nbytes:
+                raise PullWeightsError(
+                    f"transform {transform.name} returned {piece.nbytes} bytes of part "
+                    f"{part!r} for rows {start}:{stop}, expected {(stop - start) * row_nbytes}"
+                )
+            writer.write_at(part, start * row_nbytes, piece)
 
 
 def _check_outputs(payload: Payload, arrays: Mapping[str, np.ndarray]) -> None:

@@ -27,7 +27,7 @@ Later loads (a whole saved session exists)
     loading a stage peaks at its largest packed buffer
     (:mod:`~pullweights.graph.split_matmul` bounds it).
 
-The key covers everything that changes the saved files: the stage's model, the payload
+The key covers everything that changes the saved files: the stage's model, the content
 key of every weight an initializer is made of, the bytes of large constants, the
 graph-optimization level and providers, the onnxruntime version and the CPU's feature
 flags (packed layouts depend on the instruction set). Only CPU-only sessions are saved.
@@ -38,7 +38,9 @@ relative to the buffer's address, so a buffer mapped at another alignment than i
 packed at reads as garbage (NaN logits were measured). The rewrite page-aligns all.
 
 Any problem reading, loading or saving falls back to compiling without a saved session
-(a broken entry is removed), so results never depend on the cache.
+(a broken entry is removed), so results never depend on the cache. A saved session
+records the weight entries it was built from and is opened only while each is whole and
+unchanged (:meth:`~pullweights.cache.WeightCache.open_session`).
 """
 
 from __future__ import annotations
@@ -116,8 +118,19 @@ def saved_session_store(context: Context, stage: LoweredStage) -> WeightCache | 
     return cache
 
 
-def session_key(context: Context, stage: LoweredStage) -> str:
-    """The saved-session key of ``stage`` compiled in ``context`` (40 hex digits)."""
+def session_key(context: Context, stage: LoweredStage) -> str | None:
+    """The saved-session key of ``stage`` compiled in ``context`` (40 hex digits), or None
+    while the content of one of its weights is unknown (a remote weight not fetched yet:
+    ask again after pulling). Weights count by content (the cache's content keys), so
+    the same model under another path or URL finds the same saved session. Blocking:
+    hashes local weights the cache has not indexed yet."""
+    cache = context.cache
+    contents: dict[str, str] = {}
+    for name, ref in stage.initializer_weights.items():
+        content = ref.payload.key if cache is None else cache.content_key(ref.payload, local=True)
+        if content is None:
+            return None
+        contents[name] = content
     h = hashlib.sha256()
 
     def add(*items: object) -> None:
@@ -132,7 +145,7 @@ def session_key(context: Context, stage: LoweredStage) -> str:
     for name, src in sorted(stage.initializers.items()):
         add(name, src.base, src.offset, src.descriptor)
     for name, ref in sorted(stage.initializer_weights.items()):
-        add(name, ref.payload.key, ref.part)
+        add(name, contents[name], ref.part)
     for name, arr in sorted(stage.large_constants.items()):
         add(name, arr.dtype.str, arr.shape, hashlib.sha256(np.ascontiguousarray(arr)).hexdigest())
     return h.hexdigest()[:40]
@@ -180,6 +193,7 @@ class SessionSaver:
             OSError: the staging directory cannot be written.
         """
         directory = self._writer.open()
+        self._writer.built_from(ref.payload for ref in stage.initializer_weights.values())
         self._label = _label(stage)
         files: dict[str, str] = {}
         for index, base in enumerate(sorted({s.base for s in stage.initializers.values()})):

@@ -1,4 +1,5 @@
-"""Byte sources: where weight bytes come from (files, part files, memory, HTTP).
+"""Byte sources: where weight bytes come from (files, part files, memory, HTTP), and what
+a model string names (:mod:`pullweights.sources.resolve`).
 
 The HTTP sources import aiohttp (~0.4 s), so they load on first use.
 """
@@ -11,7 +12,9 @@ from typing import TYPE_CHECKING, Any
 from pullweights.sources.base import ByteSource
 from pullweights.sources.concat import ConcatSource
 from pullweights.sources.file import FileSource
+from pullweights.sources.http_settings import HttpSettings
 from pullweights.sources.memory import MemorySource
+from pullweights.sources.resolve import ModelSpec, ResolvedModel, open_location, resolve_model
 
 if TYPE_CHECKING:
     from pullweights.sources.http import HttpSource
@@ -22,12 +25,17 @@ __all__ = [
     "ByteSource",
     "ConcatSource",
     "FileSource",
+    "HttpSettings",
     "HttpSource",
     "MemorySource",
+    "ModelSpec",
     "ProgressEvent",
     "ProgressMeter",
     "RemoteSource",
+    "ResolvedModel",
     "TqdmProgress",
+    "open_location",
+    "resolve_model",
 ]
 
 _LAZY = {

@@ -25,6 +25,9 @@ class ByteSource(abc.ABC):
     identity: str
     #: Human-readable name used in error messages.
     name: str
+    #: True when reading the bytes again is cheap (a local file or memory, not a
+    #: download): a loader may keep less of what it made from them and redo it later.
+    local: bool = False
 
     @abc.abstractmethod
     async def read_into(self, offset: int, out: memoryview) -> None:
@@ -43,6 +46,10 @@ class ByteSource(abc.ABC):
     def map(self, offset: int, length: int) -> memoryview | None:
         """A zero-copy read-only view of the range, or ``None`` if the source cannot map it."""
         return None
+
+    def release(self, offset: int, length: int) -> None:  # noqa: B027 - optional hint
+        """A hint that the range will not be read again soon: a mapped source drops its
+        pages from this process's memory (they stay in the page cache). Never an error."""
 
     def check_range(self, offset: int, length: int) -> None:
         """Raise :class:`SourceError` unless ``[offset, offset + length)`` lies inside."""

@@ -39,6 +39,7 @@ class ConcatSource(ByteSource):
         self.name = name or f"{self.parts[0].name} (+{len(self.parts) - 1} parts)"
         digest = hashlib.sha256("\n".join(p.identity for p in self.parts).encode())
         self.identity = "concat:" + digest.hexdigest()
+        self.local = all(p.local for p in self.parts)
 
     @classmethod
     def from_paths(cls, paths: Sequence[str | os.PathLike[str]]) -> ConcatSource:
@@ -76,6 +77,16 @@ class ConcatSource(ByteSource):
         if local + length > self.parts[index].size:
             return None
         return self.parts[index].map(local, length)
+
+    def release(self, offset: int, length: int) -> None:
+        end = min(self.size, offset + length)
+        pos = max(0, offset)
+        while pos < end:
+            index = self._locate(pos)
+            local = pos - self._starts[index]
+            take = min(end - pos, self.parts[index].size - local)
+            self.parts[index].release(local, take)
+            pos += take
 
     async def aclose(self) -> None:
         for part in self.parts:

@@ -32,6 +32,8 @@ class FileSource(ByteSource):
         SourceError: the path is not a path, or the file cannot be opened or mapped.
     """
 
+    local = True
+
     def __init__(self, path: str | os.PathLike[str]) -> None:
         try:
             self.path = Path(path)
@@ -107,6 +109,17 @@ class FileSource(ByteSource):
         start = offset - offset % mmap.PAGESIZE
         with contextlib.suppress(OSError, ValueError):
             self._mmap.madvise(mmap.MADV_WILLNEED, start, offset + length - start)
+
+    def release(self, offset: int, length: int) -> None:
+        """Drop the range's pages from this process's resident set (``MADV_DONTNEED`` on
+        the read-only map: the file's pages stay cached and fault back in if read)."""
+        if self._mmap is None or not hasattr(mmap, "MADV_DONTNEED") or length <= 0:
+            return
+        start = -(-offset // mmap.PAGESIZE) * mmap.PAGESIZE  # whole pages inside the range
+        stop = (offset + length) // mmap.PAGESIZE * mmap.PAGESIZE
+        if stop > start:
+            with contextlib.suppress(OSError, ValueError):
+                self._mmap.madvise(mmap.MADV_DONTNEED, start, stop - start)
 
     async def aclose(self) -> None:
         self.close()

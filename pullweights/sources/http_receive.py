@@ -47,14 +47,22 @@ async def receive_body(
     where: str,
     read_timeout: float | None,
     direct: bool = True,
+    prefix: bool = False,
 ) -> None:
     """Write exactly ``len(out)`` body bytes of ``response`` into ``out``.
+
+    With ``prefix`` the body may be longer: only its first ``len(out)`` bytes are read
+    (the caller closes the response).
 
     ``where`` (URL and range) starts an :class:`IntegrityError`'s message; a
     :class:`Transient` names only the failure (the retry loop adds where).
 
     ``on_bytes(n)`` is called each time ``n`` more bytes have been written, in order, so
     after any failure the caller knows how many leading bytes of ``out`` are valid.
+
+    Never reads more than ``len(out)`` body bytes: a body that goes on past them (a
+    chunked response that never ends) is an :class:`IntegrityError` if the extra bytes
+    have already arrived, else it is left unread and its connection is not reused.
 
     Raises:
         Transient: the body ended early or stalled for ``read_timeout`` seconds.
@@ -63,50 +71,65 @@ async def receive_body(
     """
     wanted = len(out)
     content = response.content
+    if wanted == 0:
+        return
     try:
-        pos = _drain_buffered(content, out, 0, on_bytes)
+        pos = _drain_buffered(content, out, 0, on_bytes, prefix)
         if pos < wanted:
-            handler = _direct_handler(response, wanted) if direct else None
+            handler = _direct_handler(response, wanted) if direct and not prefix else None
             if handler is not None:
                 pos = await _receive_direct(handler, content, out, pos, on_bytes, read_timeout)
             else:
-                pos = await _receive_buffered(content, out, pos, on_bytes)
+                pos = await _receive_buffered(content, out, pos, on_bytes, prefix)
+        elif not prefix and content.read_nowait(1):
+            raise IntegrityError(f"the body is longer than the {wanted} bytes asked for")
     except IntegrityError as exc:  # the helpers do not know the URL: say where
         raise IntegrityError(f"{where}: {exc}") from exc.__cause__
     if pos < wanted:
         raise Transient(f"the body ended after {pos} of {wanted} bytes")
 
 
-def _store(out: memoryview, pos: int, data: bytes, on_bytes: OnBytes) -> int:
+def _store(out: memoryview, pos: int, data: bytes, on_bytes: OnBytes, prefix: bool) -> int:
     end = pos + len(data)
     if end > len(out):
-        raise IntegrityError(f"the body is longer than the {len(out)} bytes asked for")
+        if not prefix:
+            raise IntegrityError(f"the body is longer than the {len(out)} bytes asked for")
+        data, end = data[: len(out) - pos], len(out)
     out[pos:end] = data
     on_bytes(len(data))
     return end
 
 
 def _drain_buffered(
-    content: aiohttp.StreamReader, out: memoryview, pos: int, on_bytes: OnBytes
+    content: aiohttp.StreamReader, out: memoryview, pos: int, on_bytes: OnBytes, prefix: bool
 ) -> int:
     """Copy what aiohttp has already buffered, without waiting; return the new position."""
     while pos < len(out):
-        data = content.read_nowait()
+        data = content.read_nowait(len(out) - pos + 1)  # one byte more shows a long body
         if not data:
             break
-        pos = _store(out, pos, data, on_bytes)
+        pos = _store(out, pos, data, on_bytes, prefix)
     return pos
 
 
 async def _receive_buffered(
-    content: aiohttp.StreamReader, out: memoryview, pos: int, on_bytes: OnBytes
+    content: aiohttp.StreamReader, out: memoryview, pos: int, on_bytes: OnBytes, prefix: bool
 ) -> int:
-    """The plain aiohttp path: one copy per chunk from aiohttp's buffer into ``out``."""
-    while True:
+    """The plain aiohttp path: one copy per chunk from aiohttp's buffer into ``out``.
+
+    Stops when ``out`` is full, without waiting for the body to end: a body without a
+    length (chunked) that goes on is never read past what was asked. Bytes beyond it
+    that have already arrived are an error; any not yet arrived are never read (the
+    connection is closed rather than reused, since the body did not end).
+    """
+    while pos < len(out):
         data = await content.readany()
         if not data:
             return pos
-        pos = _store(out, pos, data, on_bytes)
+        pos = _store(out, pos, data, on_bytes, prefix)
+    if not prefix and content.read_nowait(1):
+        raise IntegrityError(f"the body is longer than the {len(out)} bytes asked for")
+    return pos
 
 
 def _direct_handler(response: aiohttp.ClientResponse, wanted: int) -> Any | None:

@@ -13,6 +13,8 @@ __all__ = ["MemorySource"]
 class MemorySource(ByteSource):
     """A source over a bytes-like object; :meth:`map` returns views into it."""
 
+    local = True
+
     def __init__(self, data: bytes | bytearray | memoryview, name: str = "<memory>") -> None:
         """Raises :class:`~pullweights.errors.GraphError` if ``data`` is not bytes-like."""
         try:

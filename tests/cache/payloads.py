@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from pullweights.cache import WeightCache
 from pullweights.descriptor import TensorDescriptor
 from pullweights.dtypes import from_numpy
 from pullweights.sources.memory import MemorySource
@@ -68,3 +69,10 @@ def leftovers(root: Path) -> list[str]:
 def entry_dirs(root: Path) -> list[Path]:
     """Directories under ``entries/<kk>/`` (committed or not)."""
     return sorted(p for p in (root / "entries").glob("*/*") if p.is_dir())
+
+
+def entry_path(cache: WeightCache, payload: Payload) -> Path:
+    """Directory of ``payload``'s weight entry (named by its content key)."""
+    key = cache.content_key(payload, local=True)
+    assert key is not None
+    return cache.root / "entries" / key[:2] / key

@@ -15,7 +15,7 @@ from pullweights.descriptor import TensorDescriptor
 from pullweights.dtypes import DATA_TYPES
 from pullweights.sources.memory import MemorySource
 from pullweights.weights import Payload, Transform
-from tests.cache.payloads import leftovers, raw_payload, split_payload
+from tests.cache.payloads import entry_path, leftovers, raw_payload, split_payload
 
 SHAPES = [(), (0,), (1,), (3, 0, 2), (7,), (5, 7), (2, 3, 4)]
 MIB = 1 << 20
@@ -29,8 +29,8 @@ def _sample(dtype: str, shape: tuple[int, ...], seed: int) -> np.ndarray:
     return raw.view(dtype).reshape(shape)
 
 
-def _zarr_arrays(cache: WeightCache, key: str) -> dict[str, np.ndarray]:
-    group = zarr.open_group(cache.root / "entries" / key[:2] / key, mode="r")
+def _zarr_arrays(entry: Path) -> dict[str, np.ndarray]:
+    group = zarr.open_group(entry, mode="r")
     return {name: np.asarray(arr[...]) for name, arr in group.arrays()}
 
 
@@ -49,7 +49,7 @@ async def test_raw_roundtrip_every_dtype_and_shape(cache: WeightCache, dtype: st
             assert got.dtype == data.dtype and got.shape == data.shape
             assert not got.flags.writeable
             np.testing.assert_array_equal(got, data)
-        via_zarr = _zarr_arrays(cache, payload.key)["data"]
+        via_zarr = _zarr_arrays(entry_path(cache, payload))["data"]
         assert via_zarr.dtype == data.dtype and via_zarr.shape == data.shape
         np.testing.assert_array_equal(via_zarr, data)
         assert cache.contains(payload)
@@ -62,12 +62,12 @@ def test_chunk_file_is_the_raw_array(cache: WeightCache) -> None:
     payload = raw_payload(data)
     with cache.writer(payload) as w:
         w.write("data", data)
-    entry = cache.root / "entries" / payload.key[:2] / payload.key
+    entry = entry_path(cache, payload)
     assert (entry / "data" / "c" / "0" / "0").read_bytes() == data.tobytes()
     scalar = raw_payload(np.asarray(3.5, np.float32))
     with cache.writer(scalar) as w:
         w.write("data", np.asarray(3.5, np.float32))
-    scalar_entry = cache.root / "entries" / scalar.key[:2] / scalar.key
+    scalar_entry = entry_path(cache, scalar)
     assert (scalar_entry / "data" / "c").read_bytes() == np.float32(3.5).tobytes()
 
 
@@ -77,7 +77,7 @@ async def test_multi_part_transform_roundtrip(cache: WeightCache) -> None:
     expected = payload.transform.apply(raw)
     stored = await cache.put(payload, expected)
     fresh = WeightCache(cache.root).get(payload)
-    via_zarr = _zarr_arrays(cache, payload.key)
+    via_zarr = _zarr_arrays(entry_path(cache, payload))
     assert fresh is not None and set(fresh) == set(via_zarr) == {"lo", "hi", "total", "none"}
     for name, want in expected.items():
         for got in (stored[name], fresh[name], via_zarr[name]):
@@ -86,7 +86,7 @@ async def test_multi_part_transform_roundtrip(cache: WeightCache) -> None:
     # Independent of the transform: the nibbles recombine into the source bytes.
     np.testing.assert_array_equal((fresh["hi"] << 4 | fresh["lo"]).reshape(-1), raw)
     [info] = cache.entries()
-    assert info.key == payload.key and info.label == "split"
+    assert info.key == cache.content_key(payload) and info.label == "split"
     assert info.transform == "nibble-split v1" and info.source == payload.source.identity
     assert info.nbytes == 2 * 256 + 8
     assert info.parts["total"] == TensorDescriptor("int64", ())
@@ -168,7 +168,7 @@ def test_reading_64_mib_adds_no_anonymous_memory(tmp_path: Path) -> None:
     assert grown["Pss_File"] > 0.9 * 64 * MIB, grown  # the pages really were touched
     # The check can fail: zarr's own read path copies the data into anonymous memory.
     before = _memory()
-    copy = _zarr_arrays(cache, payload.key)["data"]
+    copy = _zarr_arrays(entry_path(cache, payload))["data"]
     assert _memory()["Anonymous"] - before["Anonymous"] > 0.9 * 64 * MIB
     np.testing.assert_array_equal(copy[:: MIB // 4], arr[:: MIB // 4])
 
@@ -181,7 +181,7 @@ def test_write_then_map_checksums_the_final_bytes(cache: WeightCache) -> None:
         w.array()[3] = -1  # ...then changed through the map: hashed again at commit
     want = data.copy()
     want[3] = -1
-    got = cache.get(payload, verify=True)
+    got = cache.get(payload)
     assert got is not None
     np.testing.assert_array_equal(got["data"], want)
     assert cache.verify() == []

@@ -19,7 +19,7 @@ import pytest
 import pullweights.cache.writer as writer_module
 from pullweights.cache import WeightCache
 from pullweights.errors import CacheError
-from tests.cache.payloads import entry_dirs, leftovers, raw_payload, split_payload
+from tests.cache.payloads import entry_dirs, entry_path, leftovers, raw_payload, split_payload
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -152,11 +152,11 @@ def test_writer_killed_mid_write_leaves_no_entry(tmp_path: Path) -> None:
     assert entry_dirs(root) == [] and len(os.listdir(root / "staging")) == 1
     problems = cache.verify()
     assert [p.problem for p in problems] == ["partial write left by a stopped writer"]
-    assert problems[0].key == payload.key and problems[0].removed
+    assert problems[0].key == payload.key and problems[0].removed  # the staging name
     assert leftovers(root) == []
     with cache.writer(payload) as w:
         w.write("data", data)
-    np.testing.assert_array_equal(cache.get(payload, verify=True)["data"], data)  # type: ignore[index]
+    np.testing.assert_array_equal(cache.get(payload)["data"], data)  # type: ignore[index]
 
 
 def test_new_writer_cleans_up_after_killed_one(tmp_path: Path) -> None:
@@ -244,7 +244,7 @@ def _stored(cache: WeightCache) -> tuple[np.ndarray, Path]:
     payload = raw_payload(data)
     with cache.writer(payload) as w:
         w.write("data", data)
-    return data, cache.root / "entries" / payload.key[:2] / payload.key
+    return data, entry_path(cache, payload)
 
 
 @pytest.mark.parametrize("damage", ["truncate", "extend", "delete", "record", "garbage"])
@@ -270,7 +270,7 @@ def test_damaged_entry_is_never_read(cache: WeightCache, damage: str) -> None:
     assert entry_dirs(cache.root) == []
     with cache.writer(payload) as w:
         w.write("data", data)
-    np.testing.assert_array_equal(cache.get(payload, verify=True)["data"], data)  # type: ignore[index]
+    np.testing.assert_array_equal(cache.get(payload)["data"], data)  # type: ignore[index]
 
 
 def test_flipped_byte_is_caught_by_verification(cache: WeightCache) -> None:
@@ -284,7 +284,7 @@ def test_flipped_byte_is_caught_by_verification(cache: WeightCache) -> None:
         f.write(bytes([byte[0] ^ 0x10]))
     problems = cache.verify(remove=False)
     assert len(problems) == 1 and "checksum" in problems[0].problem and not problems[0].removed
-    assert cache.get(payload, verify=True) is None
+    assert cache.get(payload) is None
     assert entry_dirs(cache.root) == []
 
 
@@ -331,7 +331,7 @@ async def test_concurrent_puts_of_one_key_in_tasks(cache: WeightCache) -> None:
 def test_broken_entry_in_the_way_is_replaced(cache: WeightCache) -> None:
     data = _data()
     payload = raw_payload(data)
-    blocker = cache.root / "entries" / payload.key[:2] / payload.key
+    blocker = entry_path(cache, payload)
     (blocker / "data").mkdir(parents=True)  # a directory without a record
     with cache.writer(payload) as w:
         w.write("data", data)
@@ -344,4 +344,6 @@ def test_entry_metadata_is_valid_json_with_the_record(cache: WeightCache) -> Non
     meta = json.loads((entry / "zarr.json").read_text())
     record = meta["attributes"]["pullweights"]
     assert meta["node_type"] == "group" and record["key"] == entry.name
-    assert record["parts"]["data"]["checksum"].startswith("crc32:")
+    assert record["kind"] == "weights" and record["parts"]["data"]["dtype"] == "float32"
+    assert record["files"]["data/c/0"]["checksum"].startswith("crc32c:")
+    assert record["origin"]["content"].startswith("sha256:")

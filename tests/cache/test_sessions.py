@@ -10,9 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import pullweights.cache.sessions as sessions
 from pullweights.cache import WeightCache
-from pullweights.cache.entry import checksum
+from pullweights.cache.checksum import checksum
 from pullweights.cache.sessions import SessionWriter
 from pullweights.cli import main
 from tests.cache.payloads import leftovers, raw_payload
@@ -36,7 +35,7 @@ def test_commit_publishes_a_whole_entry(cache: WeightCache) -> None:
     assert entry == cache.root / "sessions" / KEY
     assert cache.open_session(KEY) == entry
     record = json.loads((entry / "session.json").read_bytes())
-    assert record["key"] == KEY and record["runtime"] == "onnxruntime 0.0"
+    assert record["key"] == KEY and record["made_by"] == "onnxruntime 0.0"
     assert record["files"]["model.data"] == {
         "size": 4096,
         "checksum": checksum(bytes(range(256)) * 16),
@@ -92,18 +91,17 @@ def test_damaged_entries_are_never_opened(cache: WeightCache, damage: str) -> No
     assert not entry.exists()  # removed, so the next compile saves a whole one
 
 
-def test_large_files_are_only_checksummed_by_verify(
-    cache: WeightCache, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(sessions, "CHECK_ON_READ", 100)
+def test_every_file_is_checksummed_before_it_is_opened(cache: WeightCache) -> None:
     entry = _save(cache)
     data = bytearray((entry / "model.data").read_bytes())
     data[2000] ^= 0xFF
     (entry / "model.data").write_bytes(data)
-    assert cache.open_session(KEY) == entry  # a size check only: reading stays cheap
-    problems = cache.verify(KEY)
-    assert len(problems) == 1 and "checksum" in problems[0].problem and problems[0].removed
-    assert cache.open_session(KEY) is None
+    cache.verify_on_load = False  # a size check only...
+    assert cache.open_session(KEY) == entry
+    problems = cache.verify(KEY, remove=False)  # ...verify reads everything
+    assert len(problems) == 1 and "checksum" in problems[0].problem and not problems[0].removed
+    cache.verify_on_load = True  # the default: the flipped byte is found on open
+    assert cache.open_session(KEY) is None and not entry.exists()
 
 
 def test_second_writer_of_a_key_keeps_the_first_entry(cache: WeightCache) -> None:
@@ -124,14 +122,15 @@ def test_sessions_are_listed_counted_removed_and_pruned(tmp_path: Path) -> None:
         w.write("data", np.zeros(256, np.float32))
     entry = _save(cache)
     infos = {e.key: e for e in cache.entries()}
-    assert set(infos) == {payload.key, KEY}
+    assert set(infos) == {cache.content_key(payload), KEY}
     assert infos[KEY].nbytes == 50 + 4096 and infos[KEY].path == entry
     assert infos[KEY].transform == "onnxruntime 0.0 session"
     assert cache.total_bytes() == 50 + 4096 + KIB
     assert cache.verify() == []
     old = time.time() - 7200
     os.utime(entry / "session.json", (old, old))
-    assert [e.key for e in cache.prune(older_than=3600)] == [KEY]
+    [pruned] = cache.prune(older_than=3600)  # an entry no model claims
+    assert pruned.name == "(no model)" and [e.key for e in pruned.sessions] == [KEY]
     assert not entry.exists() and cache.get(payload) is not None
     _save(cache)
     assert cache.remove(KEY) and not cache.remove(KEY)
@@ -165,7 +164,7 @@ def test_cli_lists_and_verifies_sessions(
 ) -> None:
     cache = WeightCache(tmp_path)
     _save(cache)
-    assert main(["cache", "list", "--json", "--cache-dir", str(tmp_path)]) == 0
+    assert main(["cache", "list", "--tensors", "--json", "--cache-dir", str(tmp_path)]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert [e["key"] for e in doc["entries"]] == [KEY] and doc["bytes"] == 50 + 4096
     assert doc["entries"][0]["transform"] == "onnxruntime 0.0 session"

@@ -103,3 +103,18 @@ def test_from_json_rejects_garbage() -> None:
         Event.from_json('{"phase": "nope"}')
     with pytest.raises(ValueError, match="not an event"):
         Event.from_json("[1, 2")
+
+
+def test_ok_on_counts_a_generator_stopped_early_as_ok() -> None:
+    seen: list[Event] = []
+
+    def gen():  # type: ignore[no-untyped-def]
+        with events.span(Phase.GENERATE, "g", ok_on=(GeneratorExit,)):
+            yield 1
+            yield 2
+
+    with events.subscribed(seen.append):
+        g = gen()
+        next(g)
+        g.close()
+    assert [(e.kind, e.ok) for e in seen] == [("begin", True), ("end", True)]

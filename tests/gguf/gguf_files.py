@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from gguf import GGUFWriter
+from gguf import GGUFReader, GGUFWriter
 from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFValueType
 from gguf.quants import quantize
 
@@ -134,3 +134,34 @@ class RawFile:
         head += b"".join(self.kvs) + b"".join(self.infos)
         pad = -len(head) % self.alignment
         return head + b"\0" * pad + self.data
+
+
+# -- split GGUF files (llama.cpp's gguf-split layout) -----------------------------------------
+
+
+def write_split(source: Path, prefix: Path, max_tensors: int) -> list[Path]:
+    """Rewrite the GGUF ``source`` as split shards ``<prefix>-0000k-of-0000n.gguf``.
+
+    The ``gguf`` writer itself splits (``split_max_tensors``): every shard gets the
+    ``split.*`` keys, the first the metadata. Returns the shard paths in order.
+    """
+    reader = GGUFReader(source)
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    arch = str(reader.fields["general.architecture"].contents())
+    writer = GGUFWriter(prefix.with_suffix(".gguf"), arch, split_max_tensors=max_tensors)
+    for key, fld in reader.fields.items():
+        if key.startswith("GGUF.") or key == "general.architecture":
+            continue
+        types = [GGUFValueType(t) for t in fld.types]
+        sub = types[1] if types[0] == V.ARRAY else None
+        writer.add_key_value(key, fld.contents(), types[0], sub_type=sub)
+    for tensor in reader.tensors:
+        writer.add_tensor(tensor.name, tensor.data, raw_dtype=tensor.tensor_type)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    count = -(-len(reader.tensors) // max_tensors)
+    return [
+        prefix.with_name(f"{prefix.name}-{i:05d}-of-{count:05d}.gguf") for i in range(1, count + 1)
+    ]

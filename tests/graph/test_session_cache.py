@@ -79,12 +79,14 @@ def reference(path: Path, names: list[tuple[str, Q]], x: np.ndarray) -> np.ndarr
     return h
 
 
-async def build(context: Context, path: Path, accuracy_level: int = 4) -> Graph:
-    """``relu(x @ W^T)`` through every matrix of ``path``, as MatMulNBits."""
+async def build(
+    context: Context, path: Path | str, accuracy_level: int = 4, remote_dir: Path | None = None
+) -> Graph:
+    """``relu(x @ W^T)`` through every matrix of ``path`` (or a URL), as MatMulNBits."""
     b = GraphBuilder(context)
     x = b.input("x", TensorDescriptor("float32", [SEQ, DIM]))
     h = x
-    async with await open_gguf(path) as gguf:
+    async with await open_gguf(path, remote_dir=remote_dir) as gguf:
         for name in sorted(gguf.tensors, key=lambda n: int(n[1:])):
             tensor = gguf.tensor(name)
             t = MatMulNBitsTransform(tensor.ggml_type, tensor.shape)
@@ -196,8 +198,10 @@ async def test_second_build_is_identical_and_adds_little_private_memory(
     # int8 activations (accuracy_level 4): a few percent of the output's scale.
     np.testing.assert_allclose(expected, ref, atol=0.03 * np.abs(ref).max())
 
-    held = _measure_in_a_process(path, cache, tmp_path / "held.npy", remap=False)
-    shutil.rmtree(cache / "sessions")
+    # (Saving drops the entries the saved sessions hold: each first build gets its own
+    # copy of the filled weight cache.)
+    shutil.copytree(cache, tmp_path / "held-cache")
+    held = _measure_in_a_process(path, tmp_path / "held-cache", tmp_path / "held.npy", remap=False)
     cold = _measure_in_a_process(path, cache, tmp_path / "cold.npy")
     warm = _measure_in_a_process(path, cache, tmp_path / "warm.npy")
     assert not cold["from_saved_session"] and warm["from_saved_session"]
@@ -259,12 +263,12 @@ async def test_a_broken_saved_session_falls_back(
         # Whole and checksummed, but not a model onnxruntime accepts.
         import json
 
-        from pullweights.cache.entry import checksum
+        from pullweights.cache.checksum import checksum, seal, unseal
 
         (entry / "model.onnx").write_bytes(b"not a model")
-        record = json.loads((entry / "session.json").read_bytes())
+        record = unseal(json.loads((entry / "session.json").read_bytes()))
         record["files"]["model.onnx"] = {"size": 11, "checksum": checksum(b"not a model")}
-        (entry / "session.json").write_text(json.dumps(record))
+        (entry / "session.json").write_text(json.dumps(seal(record)))
     again = await build(context(tmp_path), path)
     assert not again.from_saved_session
     np.testing.assert_array_equal(await run(again), expected)
@@ -344,7 +348,7 @@ async def test_saved_sessions_are_listed_counted_and_pruned(
     assert cache.total_bytes() == sum(e.nbytes for e in cache.entries())
     assert cache.verify() == []
     removed = cache.prune(all=True)
-    assert entry in [e.path for e in removed] and not entry.exists()
+    assert entry in [s.path for m in removed for s in m.sessions] and not entry.exists()
 
 
 async def test_large_matmul_is_split_bit_identically(
@@ -438,3 +442,24 @@ async def test_warm_build_pulls_only_bound_weights(
     # and, when split, the bound input; warm, only for the bound input (a cache hit).
     assert pulled[0] == ["w0"]
     assert pulled[1] == (["w0"] if split else [])
+
+
+async def test_saved_stages_drop_the_entries_they_hold(
+    tmp_path: Path, gguf_path: tuple[Path, list[tuple[str, Q]]]
+) -> None:
+    """Once a stage is saved, cache entries of weights it only packs are a second copy of
+    bytes its saved session holds: they go (a local file can make them again). A weight a
+    stage also binds (here: gathered) keeps its entry."""
+    path, _names = gguf_path
+    first = await build(context(tmp_path), path)
+    expected = await run(first)
+    await first.saved()
+    cache = WeightCache(tmp_path)
+    assert [e for e in cache.entries() if not e.transform.endswith("session")] == []
+    warm = await build(context(tmp_path), path)
+    assert warm.from_saved_session
+    np.testing.assert_array_equal(await run(warm), expected)
+    shutil.rmtree(tmp_path / "sessions")  # a lost session: made again from the file
+    again = await build(context(tmp_path), path)
+    assert not again.from_saved_session and again.transformed == 3
+    np.testing.assert_array_equal(await run(again), expected)

@@ -199,5 +199,5 @@ def test_hostile_metadata(case: str, tiny_paths: dict[str, Path]) -> None:
 
 def test_state_larger_than_memory_is_refused_before_allocating(tiny_paths: dict[str, Path]) -> None:
     long = {"qwen2.context_length": 2**31 - 1}
-    with pytest.raises(GraphError, match=r"KV cache and RoPE tables .* one allocation may take"):
+    with pytest.raises(GraphError, match=r"KV caches \(1 slots\) and RoPE tables .* one allocation may take"):
         asyncio.run(_load(tiny_paths["qwen2"], long, context_length=2**31 - 1))

@@ -39,6 +39,11 @@ FAULT_KINDS = frozenset(
         "gzip",  # 206 with a gzip-encoded body
         "change",  # the object changes (new bytes and ETag) before this response
         "close_before_headers",  # connection closed without a response
+        "silent",  # reads the request, then never answers (until closed)
+        "drip_headers",  # the response headers, one byte every `seconds`
+        "drip_body",  # the headers, then the body one byte every `seconds`
+        "long_content_length",  # the body `after` bytes short of Content-Length; kept open
+        "endless_chunked",  # 206, chunked, chunks of `after` bytes (64 KiB) that never end
     }
 )
 
@@ -51,7 +56,7 @@ class Fault:
     after: int = 0
     status: int = 503
     retry_after: str | None = None
-    seconds: float = 5.0  # how long a stall lasts
+    seconds: float = 5.0  # how long a stall lasts; the interval of a drip
     pause: float = 0.0  # seconds between the `after` bytes and a drop or reset
 
     def __post_init__(self) -> None:
@@ -72,13 +77,15 @@ class FaultServer:
     Args:
         data: the object's bytes.
         etag: its ETag (``None`` to send none).
+        last_modified: its Last-Modified date (``None`` to send none).
         honour_preconditions: answer ``If-Match`` with 412 and a stale ``If-Range`` with
             200; ``False`` ignores both, like a server without precondition support.
         accept_ranges: ``False`` answers every request with 200 and the whole object.
         delay: seconds to wait before each response's headers.
         ssl_context: serve https with this server context.
 
-    Counters for tests: :attr:`connections` accepted, the most range bytes and requests
+    Counters for tests: :attr:`connections` accepted, :attr:`body_bytes_sent`, the most
+    range bytes and requests
     being answered at once (:attr:`max_active_bytes`, :attr:`max_active_requests`; a
     request counts from its arrival until its response is written), responses
     :attr:`stalling` now.
@@ -89,7 +96,7 @@ class FaultServer:
         data: bytes,
         *,
         etag: str | None = '"v1"',
-        last_modified: str = "Mon, 02 Jan 2006 15:04:05 GMT",
+        last_modified: str | None = "Mon, 02 Jan 2006 15:04:05 GMT",
         honour_preconditions: bool = True,
         accept_ranges: bool = True,
         delay: float = 0.0,
@@ -109,6 +116,7 @@ class FaultServer:
         self.active_requests = 0
         self.max_active_requests = 0
         self.connections = 0
+        self.body_bytes_sent = 0
         self.stalling = 0
         self.port = 0
         self._server: asyncio.Server | None = None
@@ -125,9 +133,13 @@ class FaultServer:
         self.faults.extend(faults)
 
     def change(self, data: bytes, etag: str | None) -> None:
-        """Replace the object (new bytes and validator) from the next response on."""
+        """Replace the object (new bytes and validator) from the next response on.
+
+        A server without Last-Modified stays without it.
+        """
         self.data, self.etag = data, etag
-        self.last_modified = "Tue, 03 Jan 2006 15:04:05 GMT"
+        if self.last_modified is not None:
+            self.last_modified = "Tue, 03 Jan 2006 15:04:05 GMT"
 
     @property
     def ranges(self) -> list[str | None]:
@@ -201,6 +213,9 @@ class FaultServer:
             fault = None
         if fault is not None and fault.kind == "close_before_headers":
             return False
+        if fault is not None and fault.kind == "silent":
+            await reader.read()  # until the client gives up and closes
+            return False
         first, last = _parse_range(headers.get("range"), len(self.data))
         wanted = len(self.data) if first is None else max(last + 1 - first, 0)
         self._active[writer] = wanted
@@ -223,7 +238,7 @@ class FaultServer:
             self.active_bytes -= wanted
 
     def _validator_headers(self) -> list[str]:
-        lines = [f"Last-Modified: {self.last_modified}"]
+        lines = [] if self.last_modified is None else [f"Last-Modified: {self.last_modified}"]
         if self.etag is not None:
             lines.append(f"ETag: {self.etag}")
         return lines
@@ -233,8 +248,16 @@ class FaultServer:
     ) -> None:
         head = f"HTTP/1.1 {status}\r\n" + "".join(h + "\r\n" for h in headers) + "\r\n"
         writer.write(head.encode("latin-1") + body)
+        self.body_bytes_sent += len(body)
         self._answered(writer)
         await writer.drain()
+
+    async def _drip(self, writer: asyncio.StreamWriter, data: bytes, seconds: float) -> None:
+        """Write ``data`` one byte every ``seconds``."""
+        for i in range(len(data)):
+            writer.write(data[i : i + 1])
+            await writer.drain()
+            await asyncio.sleep(seconds)
 
     async def _respond(
         self,
@@ -261,6 +284,8 @@ class FaultServer:
         stale = if_range is not None and if_range not in (self.etag, self.last_modified)
         ignore = kind == "ignore_range" or not self.accept_ranges
         if first is None or ignore or (stale and self.honour_preconditions):
+            if kind in ("drop", "reset", "stall"):  # the whole object, cut short
+                return await self._send_body(writer, base, data, fault, "200 OK")
             await self._send(writer, "200 OK", [*base, f"Content-Length: {size}"], data)
             return True
         if first >= size:
@@ -282,9 +307,17 @@ class FaultServer:
         return await self._send_body(writer, [*base, content_range], body, fault)
 
     async def _send_body(
-        self, writer: asyncio.StreamWriter, headers: list[str], body: bytes, fault: Fault | None
+        self,
+        writer: asyncio.StreamWriter,
+        headers: list[str],
+        body: bytes,
+        fault: Fault | None,
+        status: str = "206 Partial Content",
     ) -> bool:
         kind = fault.kind if fault is not None else None
+        if kind in ("drip_headers", "drip_body", "long_content_length", "endless_chunked"):
+            assert fault is not None
+            return await self._send_slow(writer, headers, body, fault)
         if kind == "short_body":
             assert fault is not None
             await self._send(
@@ -294,7 +327,7 @@ class FaultServer:
         headers = [*headers, f"Content-Length: {len(body)}"]
         if kind in ("drop", "reset", "stall"):
             assert fault is not None
-            await self._send(writer, "206 Partial Content", headers, body[: fault.after])
+            await self._send(writer, status, headers, body[: fault.after])
             if fault.pause:
                 await asyncio.sleep(fault.pause)
             if kind == "stall":
@@ -311,6 +344,37 @@ class FaultServer:
             return False
         await self._send(writer, "206 Partial Content", headers, body)
         return True
+
+    async def _send_slow(
+        self, writer: asyncio.StreamWriter, headers: list[str], body: bytes, fault: Fault
+    ) -> bool:
+        """The faults that never finish on their own; each ends when the client closes."""
+        status = "HTTP/1.1 206 Partial Content\r\n"
+        if fault.kind == "endless_chunked":
+            head = status + "".join(h + "\r\n" for h in headers)
+            writer.write((head + "Transfer-Encoding: chunked\r\n\r\n").encode("latin-1"))
+            self._answered(writer)
+            chunk = bytes(fault.after or 65536)
+            frame = f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n"
+            while True:
+                writer.write(frame)
+                self.body_bytes_sent += len(chunk)
+                await writer.drain()
+        head = status + "".join(h + "\r\n" for h in [*headers, f"Content-Length: {len(body)}"])
+        head_bytes = (head + "\r\n").encode("latin-1")
+        self._answered(writer)
+        if fault.kind == "drip_headers":
+            await self._drip(writer, head_bytes + body, fault.seconds)
+        elif fault.kind == "drip_body":
+            writer.write(head_bytes)
+            await self._drip(writer, body, fault.seconds)
+        else:
+            sent = body[: max(len(body) - fault.after, 0)]
+            writer.write(head_bytes + sent)
+            self.body_bytes_sent += len(sent)
+            await writer.drain()
+            await asyncio.sleep(3600)  # the promised bytes never come
+        return False
 
 
 def _parse_range(value: str | None, size: int) -> tuple[int | None, int]:

@@ -12,6 +12,7 @@ from aiohttp import web
 
 from pullweights.errors import FetchError, IntegrityError, SourceError
 from pullweights.sources.http import HttpSource
+from pullweights.sources.http_settings import HttpSettings
 from tests.servers.faults import Fault, FaultServer
 from tests.servers.nginx import free_port
 from tests.servers.static_aiohttp import AiohttpStaticServer
@@ -52,7 +53,7 @@ async def server_url(
 @pytest.mark.parametrize("direct", [True, False], ids=["direct", "buffered"])
 async def test_ranges_match_the_file(server_url: str, payload: bytes, direct: bool) -> None:
     async with await HttpSource.open(
-        server_url, chunk_size=CHUNK, concurrency=3, direct_receive=direct
+        server_url, settings=HttpSettings(chunk_size=CHUNK, concurrency=3, direct_receive=direct)
     ) as source:
         assert source.size == PAYLOAD_SIZE
         for offset, length in RANGES:
@@ -84,7 +85,9 @@ async def test_identity_falls_back_to_last_modified(payload: bytes) -> None:
 
 
 async def test_reads_into_any_contiguous_buffer(fault_server: FaultServer, payload: bytes) -> None:
-    async with await HttpSource.open(fault_server.url, chunk_size=CHUNK) as source:
+    async with await HttpSource.open(
+        fault_server.url, settings=HttpSettings(chunk_size=CHUNK)
+    ) as source:
         floats = np.zeros(100_000, dtype=np.float32)
         await source.read_into(8, memoryview(floats))
         assert floats.tobytes() == payload[8 : 8 + floats.nbytes]
@@ -119,7 +122,9 @@ async def test_rejects_non_http_urls() -> None:
 
 
 async def test_connections_are_reused(fault_server: FaultServer, payload: bytes) -> None:
-    async with await HttpSource.open(fault_server.url, chunk_size=64 * KiB, concurrency=2) as src:
+    async with await HttpSource.open(
+        fault_server.url, settings=HttpSettings(chunk_size=64 * KiB, concurrency=2)
+    ) as src:
         out = bytearray(PAYLOAD_SIZE)
         await src.read_into(0, memoryview(out))
         assert out == payload
@@ -131,7 +136,7 @@ async def test_connections_are_reused(fault_server: FaultServer, payload: bytes)
 async def test_server_without_range_support(payload: bytes) -> None:
     async with (
         FaultServer(payload, accept_ranges=False) as server,
-        await HttpSource.open(server.url, chunk_size=CHUNK) as source,
+        await HttpSource.open(server.url, settings=HttpSettings(chunk_size=CHUNK)) as source,
     ):
         assert not source.accepts_ranges
         assert source.size == PAYLOAD_SIZE
@@ -168,7 +173,7 @@ async def test_follows_redirects(fault_server: FaultServer, payload: bytes) -> N
     await site.start()
     try:
         url = f"{site.name}/moved"
-        async with await HttpSource.open(url, chunk_size=CHUNK) as source:
+        async with await HttpSource.open(url, settings=HttpSettings(chunk_size=CHUNK)) as source:
             assert source.name == url and source.size == PAYLOAD_SIZE
             assert await source.read(CHUNK - 5, CHUNK + 10) == payload[CHUNK - 5 : 2 * CHUNK + 5]
         # the ranges and the precondition survive the redirect

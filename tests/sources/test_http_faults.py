@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import numpy as np
@@ -17,6 +18,7 @@ from pullweights.errors import (
     SourceError,
 )
 from pullweights.sources.http import HttpSource
+from pullweights.sources.http_settings import HttpSettings
 from pullweights.sources.http_validate import parse_retry_after
 from tests.servers.faults import Fault, FaultServer
 from tests.servers.nginx import NginxServer, free_port
@@ -30,10 +32,9 @@ OFFSET, LENGTH = 1000, 3 * CHUNK + 77
 FAST_RETRY = {"backoff_base": 0.01, "backoff_max": 0.05, "retries": 3}
 
 
-async def open_source(server: FaultServer, **options: object) -> HttpSource:
-    settings: dict[str, object] = {"chunk_size": CHUNK, "concurrency": 2, **FAST_RETRY}
-    settings.update(options)
-    return await HttpSource.open(server.url, **settings)  # type: ignore[arg-type]
+async def open_source(server: FaultServer, **options: Any) -> HttpSource:
+    settings = HttpSettings(**{"chunk_size": CHUNK, "concurrency": 2, **FAST_RETRY, **options})
+    return await HttpSource.open(server.url, settings=settings)
 
 
 async def read_range(source: HttpSource, offset: int = OFFSET, length: int = LENGTH) -> bytes:
@@ -185,7 +186,7 @@ async def test_gives_up_at_the_deadline(fault_server: FaultServer) -> None:
 async def test_connection_refused() -> None:
     url = f"http://127.0.0.1:{free_port()}/nothing"
     with pytest.raises(FetchError, match="opening: failed after 2 attempts") as caught:
-        await HttpSource.open(url, retries=1, backoff_base=0.01)
+        await HttpSource.open(url, settings=HttpSettings(retries=1, backoff_base=0.01))
     assert isinstance(caught.value.__cause__, aiohttp.ClientConnectorError)
 
 

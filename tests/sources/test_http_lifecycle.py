@@ -9,6 +9,7 @@ import pytest
 
 from pullweights.sources.budget import ByteBudget
 from pullweights.sources.http import HttpSource
+from pullweights.sources.http_settings import HttpSettings
 from tests.servers.faults import Fault, FaultServer
 from tests.servers.nginx import NginxServer
 
@@ -19,7 +20,7 @@ KiB = 1024
 
 async def test_resume_asks_only_for_the_rest(fault_server: FaultServer, payload: bytes) -> None:
     async with await HttpSource.open(
-        fault_server.url, chunk_size=1024 * KiB, backoff_base=0.01
+        fault_server.url, settings=HttpSettings(chunk_size=1024 * KiB, backoff_base=0.01)
     ) as source:
         fault_server.push(Fault("drop", after=300_000))
         out = bytearray(500_000)
@@ -31,7 +32,7 @@ async def test_resume_asks_only_for_the_rest(fault_server: FaultServer, payload:
 
 async def test_resume_twice_in_one_range(fault_server: FaultServer, payload: bytes) -> None:
     async with await HttpSource.open(
-        fault_server.url, chunk_size=PAYLOAD_SIZE, backoff_base=0.01
+        fault_server.url, settings=HttpSettings(chunk_size=PAYLOAD_SIZE, backoff_base=0.01)
     ) as source:
         fault_server.push(Fault("drop", after=1000), Fault("short_body", after=2000))
         out = bytearray(PAYLOAD_SIZE)
@@ -54,7 +55,8 @@ def other_tasks(server: FaultServer) -> set[asyncio.Task[object]]:
 async def test_cancel_leaks_no_tasks_or_connections(payload: bytes, direct: bool) -> None:
     async with FaultServer(payload) as server:
         source = await HttpSource.open(
-            server.url, chunk_size=256 * KiB, concurrency=3, direct_receive=direct
+            server.url,
+            settings=HttpSettings(chunk_size=256 * KiB, concurrency=3, direct_receive=direct),
         )
         before = other_tasks(server)
         # every range stalls half-way, so the read is mid-body on three connections
@@ -81,7 +83,8 @@ async def test_cancel_leaks_no_tasks_or_connections(payload: bytes, direct: bool
 async def test_in_flight_bytes_are_bounded(payload: bytes) -> None:
     async with FaultServer(payload, delay=0.01) as server:
         async with await HttpSource.open(
-            server.url, chunk_size=64 * KiB, concurrency=8, max_inflight_bytes=128 * KiB
+            server.url,
+            settings=HttpSettings(chunk_size=64 * KiB, concurrency=8, max_inflight_bytes=128 * KiB),
         ) as source:
             out = bytearray(1024 * KiB)
             await source.read_into(0, memoryview(out))
@@ -92,7 +95,9 @@ async def test_in_flight_bytes_are_bounded(payload: bytes) -> None:
 
 async def test_concurrency_is_bounded_across_reads(payload: bytes) -> None:
     async with FaultServer(payload, delay=0.01) as server:
-        async with await HttpSource.open(server.url, chunk_size=64 * KiB, concurrency=3) as src:
+        async with await HttpSource.open(
+            server.url, settings=HttpSettings(chunk_size=64 * KiB, concurrency=3)
+        ) as src:
             reads = [src.read(i * 300 * KiB, 300 * KiB) for i in range(4)]
             results = await asyncio.gather(*reads)
             assert results == [payload[i * 300 * KiB : (i + 1) * 300 * KiB] for i in range(4)]
@@ -130,7 +135,9 @@ async def test_direct_path_is_taken_and_reuses_connections(
         await faults.start()
         url = faults.url
     try:
-        async with await HttpSource.open(url, chunk_size=1024 * KiB, concurrency=2) as source:
+        async with await HttpSource.open(
+            url, settings=HttpSettings(chunk_size=1024 * KiB, concurrency=2)
+        ) as source:
             out = np.zeros(PAYLOAD_SIZE, dtype=np.uint8)
             for _ in range(2):
                 await source.read_into(0, memoryview(out))
@@ -153,7 +160,7 @@ async def test_drop_while_receiving_directly(
 ) -> None:
     """The connection dies while the direct receiver owns the socket: resume after it."""
     async with await HttpSource.open(
-        fault_server.url, chunk_size=PAYLOAD_SIZE, backoff_base=0.01
+        fault_server.url, settings=HttpSettings(chunk_size=PAYLOAD_SIZE, backoff_base=0.01)
     ) as source:
         fault_server.push(Fault(kind, after=1024 * KiB, pause=0.1))
         out = bytearray(PAYLOAD_SIZE)

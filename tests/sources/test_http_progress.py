@@ -9,6 +9,7 @@ import pytest
 
 from pullweights.errors import FetchError
 from pullweights.sources.http import HttpSource
+from pullweights.sources.http_settings import HttpSettings
 from pullweights.sources.progress import ProgressEvent, ProgressMeter, TqdmProgress
 from tests.servers.faults import Fault, FaultServer
 
@@ -63,7 +64,7 @@ def test_event_is_frozen() -> None:
 async def test_source_reports_progress(fault_server: FaultServer, payload: bytes) -> None:
     events: list[ProgressEvent] = []
     async with await HttpSource.open(
-        fault_server.url, chunk_size=64 * 1024, progress=events.append
+        fault_server.url, settings=HttpSettings(chunk_size=64 * 1024), progress=events.append
     ) as source:
         out = bytearray(PAYLOAD_SIZE)
         await source.read_into(0, memoryview(out))
@@ -77,7 +78,9 @@ async def test_source_reports_progress(fault_server: FaultServer, payload: bytes
 
 async def test_failed_read_takes_its_bytes_back(fault_server: FaultServer) -> None:
     events: list[ProgressEvent] = []
-    async with await HttpSource.open(fault_server.url, progress=events.append, retries=0) as source:
+    async with await HttpSource.open(
+        fault_server.url, settings=HttpSettings(retries=0), progress=events.append
+    ) as source:
         fault_server.push(Fault("status", status=404))
         with pytest.raises(FetchError):
             await source.read(0, 1000)
@@ -96,7 +99,9 @@ async def test_failing_callback_is_not_retried(
         raise RuntimeError("callback failed")
 
     async with await HttpSource.open(
-        fault_server.url, progress=callback, chunk_size=1 << 20, direct_receive=direct
+        fault_server.url,
+        settings=HttpSettings(chunk_size=1 << 20, direct_receive=direct),
+        progress=callback,
     ) as source:
         with pytest.raises(RuntimeError, match="callback failed"):
             await source.read(0, PAYLOAD_SIZE)

@@ -15,6 +15,7 @@ from aiohttp import web
 
 from pullweights.errors import FetchError
 from pullweights.sources.http import HttpSource
+from pullweights.sources.http_settings import HttpSettings
 from tests.servers.faults import Fault, FaultServer
 
 from .conftest import FILE_NAME, PAYLOAD_SIZE, CountingReceiver
@@ -64,7 +65,9 @@ async def test_https_reads_match(
     trusted = ssl.create_default_context(cafile=str(certificate[0]))
     async with (
         aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=trusted)) as session,
-        await HttpSource.open(https_url, session=session, chunk_size=256 * 1024) as source,
+        await HttpSource.open(
+            https_url, settings=HttpSettings(chunk_size=256 * 1024), session=session
+        ) as source,
     ):
         assert source.size == PAYLOAD_SIZE
         assert await source.read(0, PAYLOAD_SIZE) == payload
@@ -72,9 +75,19 @@ async def test_https_reads_match(
     assert direct_receivers.used > 0  # the direct path works over TLS too
 
 
+async def test_tls_from_the_settings(
+    https_url: str, certificate: tuple[Path, Path], payload: bytes
+) -> None:
+    trusted = ssl.create_default_context(cafile=str(certificate[0]))
+    async with await HttpSource.open(https_url, settings=HttpSettings(ssl=trusted)) as source:
+        assert await source.read(5, 1000) == payload[5:1005]
+    async with await HttpSource.open(https_url, settings=HttpSettings(ssl=False)) as source:
+        assert await source.read(0, 10) == payload[:10]  # verification off, on request
+
+
 async def test_untrusted_certificate_is_not_retried(https_url: str) -> None:
     with pytest.raises(FetchError, match="ClientConnectorCertificateError"):
-        await HttpSource.open(https_url, retries=3, backoff_base=1.0)
+        await HttpSource.open(https_url, settings=HttpSettings(retries=3, backoff_base=1.0))
 
 
 @pytest.fixture
@@ -114,11 +127,10 @@ async def test_tls_faults_are_retried(
     server, session = tls_faults
     async with await HttpSource.open(
         server.url,
+        settings=HttpSettings(
+            chunk_size=1 << 20, read_timeout=0.3, backoff_base=0.01, direct_receive=direct
+        ),
         session=session,
-        chunk_size=1 << 20,
-        read_timeout=0.3,
-        backoff_base=0.01,
-        direct_receive=direct,
     ) as source:
         server.push(fault)
         assert await source.read(5, PAYLOAD_SIZE - 5) == payload[5:]
@@ -130,7 +142,9 @@ async def test_tls_cancel_releases_connections(
     tls_faults: tuple[FaultServer, aiohttp.ClientSession], payload: bytes
 ) -> None:
     server, session = tls_faults
-    source = await HttpSource.open(server.url, session=session, chunk_size=512 * 1024)
+    source = await HttpSource.open(
+        server.url, settings=HttpSettings(chunk_size=512 * 1024), session=session
+    )
     # the first four ranges stall half-way, so the read is mid-body on four connections
     server.push(*[Fault("stall", after=200_000, seconds=5.0)] * 4)
     read = asyncio.create_task(source.read(0, PAYLOAD_SIZE))

@@ -16,6 +16,7 @@ from aiohttp import web
 import pullweights as pw
 from pullweights.cache import WeightCache
 from pullweights.gguf import open_gguf
+from pullweights.sources import HttpSettings
 from tests.sources.f32_model import N, chain_builder, expected_chain, write_f32_model
 
 CHILD = textwrap.dedent(
@@ -23,10 +24,11 @@ CHILD = textwrap.dedent(
     import asyncio, sys
     import pullweights as pw
     from pullweights.gguf import open_gguf
+    from pullweights.sources import HttpSettings
     from tests.sources.f32_model import chain_builder
 
     async def main(url, cache_dir):
-        model = await open_gguf(url, remote_dir=cache_dir + "/remote", retries=0)
+        model = await open_gguf(url, remote_dir=cache_dir + "/remote", http=HttpSettings(retries=0))
         b, h = chain_builder(model, pw.create_context(cache_dir=cache_dir))
         print("building", flush=True)
         await b.build({"y": h})
@@ -115,7 +117,7 @@ async def test_killed_loader_leaves_a_recoverable_cache(tmp_path: Path) -> None:
             assert not cache.verify(entry.key, remove=False)
 
         delay[0] = 0.0
-        model = await open_gguf(url, remote_dir=cache_dir / "remote", retries=0)
+        model = await open_gguf(url, remote_dir=cache_dir / "remote", http=HttpSettings(retries=0))
         b, h = chain_builder(model, pw.create_context(cache_dir=cache_dir))
         graph = await b.build({"y": h})
         out = await graph.compute({"x": np.ones((1, N), np.float32)})

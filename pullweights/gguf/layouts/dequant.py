@@ -20,23 +20,28 @@ from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, quants
 from pullweights.descriptor import TensorDescriptor
 from pullweights.errors import FormatError, UnsupportedError
 from pullweights.gguf.layouts.blocks import U8, as_rows, row_groups
+from pullweights.gguf.plain import plain_type
 from pullweights.weights import Transform
 
 __all__ = ["DequantizeTransform", "can_dequantize"]
 
 _T = GGMLQuantizationType
-#: Types dequantized without ``gguf.quants`` (a dtype conversion).
-_FLOAT_VIEWS: dict[GGMLQuantizationType, np.dtype[np.floating]] = {
-    _T.F32: np.dtype(np.float32),
-    _T.F16: np.dtype(np.float16),
-    _T.F64: np.dtype(np.float64),
-}
+
+
+def _float_view(ggml_type: GGMLQuantizationType) -> np.dtype[np.generic] | None:
+    """The numpy dtype of a plain float type dequantized by a dtype conversion (F32, F16,
+    F64; BF16's bits go through ``gguf.quants``), from :mod:`pullweights.gguf.plain`."""
+    plain = plain_type(ggml_type)
+    return plain.numpy if plain is not None and plain.numpy.kind == "f" else None
 
 
 def can_dequantize(ggml_type: GGMLQuantizationType) -> bool:
-    """Whether :class:`DequantizeTransform` handles ``ggml_type``."""
+    """Whether :class:`DequantizeTransform` handles ``ggml_type`` (integer types: no)."""
     t = GGMLQuantizationType(ggml_type)
-    return t in _FLOAT_VIEWS or (t.name in _T.__members__ and hasattr(quants, t.name))
+    if _float_view(t) is not None:
+        return True
+    plain = plain_type(t)
+    return (plain is None or plain.kind == "float") and hasattr(quants, t.name)
 
 
 class DequantizeTransform(Transform):
@@ -110,8 +115,24 @@ class DequantizeTransform(Transform):
                 out[r0:r1] = self._rows(np.ascontiguousarray(rows[r0:r1]))
         return {"data": out.reshape(self.shape)}
 
+    @property
+    def rows(self) -> tuple[int, int]:
+        return self.n_rows, self.row_bytes
+
+    def apply_rows(
+        self, raw: npt.NDArray[np.uint8], start: int, stop: int
+    ) -> dict[str, np.ndarray]:
+        """Rows ``start:stop`` (of the shape flattened to ``[rows, innermost]``)."""
+        count = stop - start
+        rows = as_rows(raw, count, self.row_bytes, self.ggml_type.name)
+        out = np.empty((count, self.shape[-1]), self.dtype)
+        with np.errstate(invalid="ignore", over="ignore"):
+            for r0, r1 in row_groups(count, self.row_bytes, self.group_bytes):
+                out[r0:r1] = self._rows(np.ascontiguousarray(rows[r0:r1]))
+        return {"data": out}
+
     def _rows(self, group: U8) -> np.ndarray:
-        view = _FLOAT_VIEWS.get(self.ggml_type)
+        view = _float_view(self.ggml_type)
         if view is not None:
             return group.view(view)
         result: np.ndarray = quants.dequantize(group, self.ggml_type)

@@ -198,25 +198,48 @@ class MatMulNBitsTransform(Transform):
         extra = " + mins (exact)" if self.has_mins else " exact"
         return f"MatMulNBits {self.bits}-bit b{self.block_size}{extra}"
 
+    @property
+    def rows(self) -> tuple[int, int]:
+        return self.n, self.row_bytes
+
     def apply(self, raw: npt.NDArray[np.uint8]) -> dict[str, np.ndarray]:
         """Repack the tensor's raw GGUF bytes (any shape, ``N * row_bytes`` bytes)."""
         rows = as_rows(raw, self.n, self.row_bytes, self.ggml_type.name)
-        fmt = self.format
         out = {name: np.empty(d.static_shape, d.numpy_dtype) for name, d in self.outputs.items()}
-        b_out, s_out = out["B"], out["scales"]
         for r0, r1 in row_groups(self.n, self.row_bytes, self.group_bytes):
-            blocks = np.ascontiguousarray(rows[r0:r1]).reshape(-1, fmt.type_size)
-            with np.errstate(invalid="ignore", over="ignore"):  # NaN/inf scales pass through
-                u = fmt.unpack(blocks)
-            if u.packed:
-                b_out[r0:r1] = u.codes.reshape(b_out[r0:r1].shape)
-            else:
-                pack_codes(u.codes.reshape(r1 - r0, -1), self.bits, b_out[r0:r1])
-            s_out[r0:r1] = u.scales.reshape(r1 - r0, -1)
-            if u.mins is not None:
-                out["mins"][r0:r1] = u.mins.reshape(r1 - r0, -1)
-        out["zero_points"][:] = self._packed_zero_points()
+            self._fill(rows[r0:r1], {name: arr[r0:r1] for name, arr in out.items()})
         return out
+
+    def apply_rows(
+        self, raw: npt.NDArray[np.uint8], start: int, stop: int
+    ) -> dict[str, np.ndarray]:
+        """Rows ``start:stop`` of every part from those rows' raw GGUF bytes."""
+        count = stop - start
+        rows = as_rows(raw, count, self.row_bytes, self.ggml_type.name)
+        out = {
+            name: np.empty((count, *d.static_shape[1:]), d.numpy_dtype)
+            for name, d in self.outputs.items()
+        }
+        for r0, r1 in row_groups(count, self.row_bytes, self.group_bytes):
+            self._fill(rows[r0:r1], {name: arr[r0:r1] for name, arr in out.items()})
+        return out
+
+    def _fill(self, rows: U8, out: Mapping[str, np.ndarray]) -> None:
+        """Repack whole raw ``rows`` into the same rows of every part (``out``: views)."""
+        fmt = self.format
+        count = rows.shape[0]
+        blocks = np.ascontiguousarray(rows).reshape(-1, fmt.type_size)
+        with np.errstate(invalid="ignore", over="ignore"):  # NaN/inf scales pass through
+            u = fmt.unpack(blocks)
+        b_out = out["B"]
+        if u.packed:
+            b_out[...] = u.codes.reshape(b_out.shape)
+        else:
+            pack_codes(u.codes.reshape(count, -1), self.bits, b_out)
+        out["scales"][...] = u.scales.reshape(count, -1)
+        if u.mins is not None:
+            out["mins"][...] = u.mins.reshape(count, -1)
+        out["zero_points"][...] = self._packed_zero_points()
 
     def _packed_zero_points(self) -> U8:
         per_byte = 8 // self.bits
