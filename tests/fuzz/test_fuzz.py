@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from tests.fuzz.harness import FAILURES, fuzz
 
 REGRESSIONS = Path(__file__).with_name("regressions.json")
@@ -27,3 +29,16 @@ def test_bounded_fuzz_run_and_regressions(tmp_path: Path) -> None:
     assert summary.inputs == CI_INPUTS + tiny_cases
     # The inputs reach both ends: some load and generate, most are refused with an error.
     assert summary.outcomes["ok"] > 0 and summary.outcomes["error"] > 0
+
+
+@pytest.mark.model
+def test_regressions_on_the_real_headers(tmp_path: Path) -> None:
+    cases = [
+        (case["seed"], case["ops"])
+        for case in json.loads(REGRESSIONS.read_text())
+        if case["seed"].startswith("header-")
+    ]
+    summary = fuzz(0, out=tmp_path, timeout=120.0, cases=cases)
+    failed = {kind: summary.outcomes.get(kind, 0) for kind in FAILURES}
+    assert failed == dict.fromkeys(FAILURES, 0), summary.failures[:5]
+    assert summary.inputs == len(cases)
