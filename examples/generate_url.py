@@ -20,8 +20,8 @@ import tempfile
 from aiohttp import web
 
 from loaders import GenerationStats, SamplingParams, generate, load_model
-from pullweights.runtime.context import create_context
 from pullweights.gguf.reader import open_model_source
+from pullweights.runtime.context import create_context
 from pullweights.sources.base import ByteSource
 
 _RANGE = re.compile(r"bytes=(\d+)-(\d*)")

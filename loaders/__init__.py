@@ -13,6 +13,7 @@ Example::
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -35,11 +36,12 @@ from loaders.plan import LoadPlan
 from loaders.qwen2 import QWEN2
 from loaders.sampling import SamplingParams
 from loaders.slots import KVSlot, SlotPool
-from pullweights.errors import UnsupportedError
+from pullweights.errors import GraphError, SourceError, UnsupportedError
 from pullweights.events import ProgressCallback
 from pullweights.gguf.reader import GGUFFile, ModelSpec, open_gguf
 from pullweights.graph.stages import StagePlan
 from pullweights.runtime.context import Context, create_context
+from pullweights.sources.base import ByteSource
 
 __all__ = [
     "ARCHITECTURES",
@@ -123,9 +125,13 @@ async def load_model(
 
     Raises:
         UnsupportedError: an architecture or tensor type that is not handled.
-        FormatError: metadata or tensors the architecture needs are missing or malformed.
-        SourceError: the file cannot be read.
+        FormatError: metadata or tensors the architecture needs are missing, malformed,
+            out of range or inconsistent with each other.
+        SourceError: ``model`` names nothing that can be opened, or the file cannot be read.
+        GraphError: ``context``, ``context_length`` or ``accuracy_level`` is invalid, or
+            the KV cache of ``context_length`` would not fit in memory.
     """
+    _check_options(model, context, context_length, accuracy_level)
     options = {
         "context_length": context_length,
         "accuracy_level": accuracy_level,
@@ -143,6 +149,35 @@ async def load_model(
         if isinstance(model, str) and context.cache is not None:
             context.cache.register_model(gguf.source, name=model)  # what `cache list` calls it
         return loaded
+
+
+def _check_options(
+    model: object, context: object, context_length: object, accuracy_level: object
+) -> None:
+    """The argument errors of :func:`load_model`, before anything is opened."""
+    specs = (str, os.PathLike, ByteSource, GGUFFile, list, tuple)
+    if not isinstance(model, specs) or (
+        isinstance(model, (list, tuple))
+        and not all(isinstance(p, (str, os.PathLike)) for p in model)
+    ):
+        raise SourceError(
+            f"load_model: {model!r:.80} is not a path, part paths, a model name, a URL or a "
+            "byte source"
+        )
+    if context is not None and not isinstance(context, Context):
+        raise GraphError(f"load_model: context must come from create_context(), got {context!r}")
+    if context_length is not None and (
+        not isinstance(context_length, int) or isinstance(context_length, bool)
+    ):
+        raise GraphError(f"context_length must be an int, got {context_length!r}")
+    if accuracy_level is not None and accuracy_level not in ACCURACY_LEVELS:
+        raise GraphError(
+            f"accuracy_level must be one of {ACCURACY_LEVELS} (MatMulNBits), got {accuracy_level!r}"
+        )
+
+
+#: ``MatMulNBits`` accuracy levels: 0 exact float activations ... 4 int8 activations.
+ACCURACY_LEVELS = (0, 1, 2, 3, 4)
 
 
 async def _load(gguf: GGUFFile, context: Context | None, options: dict[str, Any]) -> LanguageModel:

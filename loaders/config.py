@@ -19,6 +19,13 @@ __all__ = ["DEFAULT_CONTEXT", "ModelConfig"]
 #: Context length used when the caller gives none: bounds the KV cache's memory.
 DEFAULT_CONTEXT = 4096
 
+#: Largest size, head count, window or context a model may state: onnxruntime's attention
+#: kernels and the int32 sequence lengths of a step hold no more.
+MAX_SIZE = 2**31 - 1
+#: Largest block count (the deepest released models have ~130 blocks); every block must
+#: also have its tensors in the file (:mod:`loaders.validate`).
+MAX_LAYERS = 4096
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -77,15 +84,32 @@ class ModelConfig:
         ``vocab_size`` is the row count of ``token_embd.weight``. A ``sliding_window`` key
         makes every layer sliding (Mistral style); architecture files refine that.
 
+        Every value is range-checked here (sizes in ``[1, 2**31)``, at most
+        :data:`MAX_LAYERS` blocks, finite positive RoPE bases, factors and epsilons, finite
+        non-negative soft-caps) and the head counts against each other, before anything
+        is built from them; :func:`loaders.validate.check_tensors` then checks the sizes
+        against the tensors' shapes.
+
         Raises:
-            FormatError: a required key is missing or has the wrong type.
+            FormatError: a required key is missing, has the wrong type or is out of range.
             UnsupportedError: a RoPE scaling type other than none or linear.
         """
         arch = _str(metadata, "general.architecture")
         key = _Keys(metadata, arch)
         hidden = key.get_int("embedding_length")
         n_heads = key.get_int("attention.head_count")
-        head_dim = key.get_int("attention.key_length", hidden // n_heads)
+        n_kv_heads = key.get_int("attention.head_count_kv", n_heads)
+        if n_heads % n_kv_heads:
+            raise FormatError(
+                f"GGUF metadata {arch}.attention.head_count = {n_heads} is not a multiple of "
+                f"{arch}.attention.head_count_kv = {n_kv_heads}"
+            )
+        head_dim = key.get_int("attention.key_length", max(hidden // n_heads, 1))
+        if head_dim % 2:
+            raise FormatError(
+                f"GGUF metadata {arch}.attention.key_length = {head_dim}: rotary embeddings "
+                "need an even head size"
+            )
         value_dim = key.get_int("attention.value_length", head_dim)
         if value_dim != head_dim:
             raise UnsupportedError(
@@ -93,13 +117,13 @@ class ModelConfig:
             )
         scaling = key.get_str("rope.scaling.type", "none")
         if scaling == "linear":
-            position_scale = 1.0 / key.get_float("rope.scaling.factor")
+            position_scale = 1.0 / key.get_float("rope.scaling.factor", positive=True)
         elif scaling == "none":
             position_scale = 1.0
         else:
             raise UnsupportedError(f"{arch}: RoPE scaling {scaling!r} (supported: none, linear)")
         window = key.optional_int("attention.sliding_window")
-        n_layers = key.get_int("block_count")
+        n_layers = key.get_int("block_count", maximum=MAX_LAYERS)
         rope_dims = key.get_int("rope.dimension_count", head_dim)
         if rope_dims != head_dim:
             raise UnsupportedError(
@@ -110,12 +134,12 @@ class ModelConfig:
             n_layers=n_layers,
             hidden=hidden,
             n_heads=n_heads,
-            n_kv_heads=key.get_int("attention.head_count_kv", n_heads),
+            n_kv_heads=n_kv_heads,
             head_dim=head_dim,
             ffn=key.get_int("feed_forward_length"),
             vocab_size=vocab_size,
-            rms_eps=key.get_float("attention.layer_norm_rms_epsilon"),
-            rope_base=key.get_float("rope.freq_base", 10000.0),
+            rms_eps=key.get_float("attention.layer_norm_rms_epsilon", positive=True, below=1.0),
+            rope_base=key.get_float("rope.freq_base", 10000.0, positive=True),
             rope_dims=rope_dims,
             rope_interleaved=False,
             rope_position_scale=position_scale,
@@ -148,10 +172,12 @@ class _Keys:
             raise FormatError(f"GGUF metadata {name!r} is required")
         return value
 
-    def get_int(self, key: str, default: int | None = None) -> int:
+    def get_int(self, key: str, default: int | None = None, *, maximum: int = MAX_SIZE) -> int:
         value = self._get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise FormatError(f"GGUF metadata {self.arch}.{key} = {value!r}: expected an int > 0")
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= maximum:
+            raise FormatError(
+                f"GGUF metadata {self.arch}.{key} = {value!r}: expected an int in [1, {maximum}]"
+            )
         return value
 
     def optional_int(self, key: str) -> int | None:
@@ -159,11 +185,28 @@ class _Keys:
             return None
         return self.get_int(key)
 
-    def get_float(self, key: str, default: float | None = None) -> float:
+    def get_float(
+        self,
+        key: str,
+        default: float | None = None,
+        *,
+        positive: bool = False,
+        below: float = math.inf,
+    ) -> float:
+        """A finite number ``>= 0`` (``> 0`` when ``positive``), less than ``below``."""
         value = self._get(key, default)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise FormatError(f"GGUF metadata {self.arch}.{key} = {value!r}: expected a number")
-        return float(value)
+        number = float(value)
+        low_ok = number > 0 if positive else number >= 0
+        if not (math.isfinite(number) and low_ok and number < below):
+            bound = "> 0" if positive else ">= 0"
+            upper = "" if math.isinf(below) else f" and < {below:g}"
+            raise FormatError(
+                f"GGUF metadata {self.arch}.{key} = {value!r}: expected a finite number "
+                f"{bound}{upper}"
+            )
+        return number
 
     def get_str(self, key: str, default: str) -> str:
         value = self._get(key, default)

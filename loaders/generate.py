@@ -35,9 +35,10 @@ import numpy as np
 import numpy.typing as npt
 
 from loaders.model import LanguageModel
-from loaders.plan import Prompt, encode_with
+from loaders.plan import Prompt, encode_with, token_ids
 from loaders.sampling import Sampler, SamplingParams, StopMatcher
 from loaders.slots import KVSlot
+from loaders.tokenizer import MAX_ENCODE_CHARS
 from pullweights.errors import ComputeError
 from pullweights.events import Phase, mark, span
 
@@ -116,7 +117,23 @@ def encode_prompt(model: LanguageModel, prompt: Prompt, *, chat: bool = False) -
         ComputeError: the prompt has no tokens.
         FormatError: the chat template fails.
     """
-    return encode_with(model.tokenizer, model.metadata, prompt, chat=chat)
+    return encode_with(
+        model.tokenizer, model.metadata, prompt, chat=chat, max_chars=_max_chars(model)
+    )
+
+
+def _params(params: object) -> SamplingParams:
+    if params is None:
+        return SamplingParams()
+    if not isinstance(params, SamplingParams):
+        raise ComputeError(f"generate: params must be SamplingParams, got {type(params).__name__}")
+    return params
+
+
+def _max_chars(model: LanguageModel) -> int:
+    """Longest text that could still fit in the context: no token stands for more than
+    the longest vocabulary entry."""
+    return min(MAX_ENCODE_CHARS, model.context * model.tokenizer.max_token_chars)
 
 
 @asynccontextmanager
@@ -148,10 +165,10 @@ async def generate_steps(
     Raises:
         ComputeError: an empty prompt, or one longer than the model's context.
     """
-    params = params or SamplingParams()
+    params = _params(params)
     stats = stats if stats is not None else GenerationStats()
     sampler = Sampler(params)
-    history = [int(t) for t in prompt_ids]
+    history = token_ids(prompt_ids)
     if not history:
         raise ComputeError("generate: the prompt is empty (no tokens)")
     if len(history) > model.context:
@@ -228,7 +245,7 @@ async def generate_chunks(
     Raises:
         ComputeError: an empty prompt, or one longer than the model's context.
     """
-    params = params or SamplingParams()
+    params = _params(params)
     stats = stats if stats is not None else GenerationStats()
     ids = encode_prompt(model, prompt, chat=chat)
     decoder = model.tokenizer.stream()

@@ -27,8 +27,11 @@ from loaders.config import DEFAULT_CONTEXT, ModelConfig
 from loaders.plan import LoadPlan
 from loaders.slots import KVSlot, SlotPool
 from loaders.tokenizer import Tokenizer
+from loaders.validate import check_tensors
 from loaders.weights import WeightMap
 from pullweights import Context, Graph, GraphBuilder, Tensor, TensorDescriptor, create_context
+from pullweights.allocation import check_allocation
+from pullweights.dtypes import cast_exact
 from pullweights.errors import ComputeError, FormatError, GraphError
 from pullweights.events import Phase, ProgressCallback, mark
 from pullweights.gguf.reader import GGUFFile
@@ -119,7 +122,13 @@ class LanguageModel:
             ComputeError: no tokens, an id outside the vocabulary, or more tokens than
                 the context has room for.
         """
-        ids = np.asarray(token_ids, dtype=np.int64).reshape(-1)
+        try:
+            given = np.asarray(token_ids)
+            if given.size and given.dtype.kind not in "iu":
+                raise ValueError(f"got {given.dtype} values")
+            ids = cast_exact(given, "int64").reshape(-1)
+        except (ValueError, TypeError, OverflowError) as exc:
+            raise ComputeError(f"forward: token ids must be integers: {exc}") from None
         n = int(ids.size)
         if n == 0:
             raise ComputeError("forward: no tokens given (the prompt is empty)")
@@ -166,15 +175,24 @@ async def build_model(
     """Build, load and compile ``gguf`` as ``architecture`` (see :func:`loaders.load_model`)."""
     start = time.perf_counter()
     context = context or create_context()
-    vocab_size = gguf.tensor("token_embd.weight").shape[0]
-    config = architecture.config(gguf.metadata, vocab_size)
+    embedding = gguf.tensor("token_embd.weight")
+    if len(embedding.shape) != 2:
+        raise FormatError(f"token_embd.weight has shape {list(embedding.shape)}: expected 2-D")
+    config = architecture.config(gguf.metadata, embedding.shape[0])
+    check_tensors(config, gguf.tensors, gguf.metadata)  # before anything is sized from config
     if "rope_freqs.weight" in gguf.tensors:
         config = replace(config, rope_freq_factors=await _freq_factors(gguf, config))
     if context_length is not None and context_length < 1:
         raise GraphError(f"context_length must be >= 1, got {context_length}")
-    if slots < 1:
-        raise GraphError(f"slots must be >= 1, got {slots}")
+    if not isinstance(slots, int) or isinstance(slots, bool) or slots < 1:
+        raise GraphError(f"slots must be >= 1, got {slots!r}")
     length = min(context_length or DEFAULT_CONTEXT, config.train_context)
+    check_allocation(
+        slots * _state_bytes(config, length),
+        f"the KV caches ({slots} slots) and RoPE tables of {config.n_layers} layers x "
+        f"{length} positions",
+        GraphError,
+    )
     plan = LoadPlan(config, length, context_length, gguf.metadata, context.cache_dir)
     # The tokenizer is built in a worker thread while onnxruntime creates the session in
     # another. Building it holds the GIL for long stretches (about 1 s for gemma3's
@@ -232,7 +250,18 @@ async def _freq_factors(gguf: GGUFFile, config: ModelConfig) -> tuple[float, ...
             f"F32[{config.head_dim // 2}]"
         )
     data = await tensor.source.read(tensor.offset, tensor.nbytes)
-    return tuple(float(f) for f in np.frombuffer(data, dtype=np.float32))
+    factors = np.frombuffer(data, dtype=np.float32)
+    if not bool(np.all(np.isfinite(factors) & (factors > 0))):
+        raise FormatError("rope_freqs.weight: every factor must be a finite number > 0")
+    return tuple(float(f) for f in factors)
+
+
+def _state_bytes(config: ModelConfig, length: int) -> int:
+    """Bytes the model state takes for ``length`` positions: the KV caches (float32, all
+    layers) and the RoPE cos/sin tables (at most two bases; float64 while computed)."""
+    kv = 2 * config.n_layers * config.kv_dim * length * 4
+    tables = 2 * 2 * length * (config.head_dim // 2) * 8
+    return kv + tables
 
 
 def _scalar_metadata(metadata: Mapping[str, object]) -> dict[str, object]:

@@ -31,13 +31,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from loaders.chat import chat_template_from_metadata, encode_chat, render_chat
+import numpy as np
+
+from loaders.chat import (
+    chat_template_from_metadata,
+    chat_template_name,
+    encode_chat,
+    render_chat,
+)
 from loaders.config import ModelConfig
 from loaders.tokenizer import Tokenizer
 from pullweights.errors import ComputeError
 from pullweights.events import Phase, span
 
-__all__ = ["LoadPlan", "Prompt", "encode_with", "user_message"]
+__all__ = ["LoadPlan", "Prompt", "encode_with", "token_ids", "user_message"]
 
 #: What :func:`loaders.generate` accepts as a prompt: text, chat messages or token ids.
 Prompt = str | Sequence[Mapping[str, Any]] | Sequence[int]
@@ -113,6 +120,7 @@ class LoadPlan:
             messages,  # type: ignore[arg-type]
             bos_token=bos,
             eos_token=eos,
+            name=chat_template_name(self.metadata),
         )
         return len(text.encode("utf-8")) + _ADDED_TOKENS
 
@@ -128,27 +136,54 @@ def user_message(text: str) -> list[dict[str, str]]:
 
 
 def encode_with(
-    tokenizer: Tokenizer, metadata: Mapping[str, object], prompt: Prompt, *, chat: bool = False
+    tokenizer: Tokenizer,
+    metadata: Mapping[str, object],
+    prompt: Prompt,
+    *,
+    chat: bool = False,
+    max_chars: int | None = None,
 ) -> list[int]:
-    """Token ids of ``prompt`` (see :func:`loaders.encode_prompt`).
+    """Token ids of ``prompt`` (see :func:`loaders.encode_prompt`); text (a prompt, or a
+    rendered chat) longer than ``max_chars`` is refused before it is tokenized.
 
     Raises:
-        ComputeError: the prompt has no tokens.
+        ComputeError: the prompt has no tokens, is too long, or is neither text, chat
+            messages nor token ids.
         FormatError: the chat template fails.
     """
-    if isinstance(prompt, str):
-        if chat:
-            template = chat_template_from_metadata(metadata)
-            ids = encode_chat(tokenizer, user_message(prompt), template=template)
-        else:
-            ids = tokenizer.encode(prompt, add_special=True, parse_special=False)
-    elif prompt and all(isinstance(m, Mapping) for m in prompt):
-        template = chat_template_from_metadata(metadata)
-        ids = encode_chat(tokenizer, prompt, template=template)  # type: ignore[arg-type]
+    limit: dict[str, int] = {} if max_chars is None else {"max_chars": max_chars}
+    if isinstance(prompt, str) and not chat:
+        ids = tokenizer.encode(prompt, add_special=True, parse_special=False, **limit)
+    elif isinstance(prompt, str) or (
+        isinstance(prompt, Sequence) and prompt and all(isinstance(m, Mapping) for m in prompt)
+    ):
+        messages = user_message(prompt) if isinstance(prompt, str) else prompt
+        ids = encode_chat(
+            tokenizer,
+            messages,  # type: ignore[arg-type]
+            template=chat_template_from_metadata(metadata),
+            name=chat_template_name(metadata),
+            max_chars=max_chars,
+        )
     else:
-        ids = [int(t) for t in prompt]  # type: ignore[arg-type]
+        ids = token_ids(prompt)
     if not ids:
         raise ComputeError("generate: the prompt is empty (it encodes to no tokens)")
+    return ids
+
+
+def token_ids(prompt: object) -> list[int]:
+    """A prompt given as token ids: a sequence of integers (``ComputeError`` otherwise)."""
+    if not isinstance(prompt, Sequence | np.ndarray) or isinstance(prompt, str | bytes):
+        raise ComputeError(
+            f"generate: the prompt must be text, chat messages or token ids, got "
+            f"{type(prompt).__name__}"
+        )
+    ids: list[int] = []
+    for t in prompt:
+        if isinstance(t, bool) or not isinstance(t, int | np.integer):
+            raise ComputeError(f"generate: token id {t!r} is not an integer")
+        ids.append(int(t))
     return ids
 
 

@@ -57,7 +57,26 @@ class SamplingParams:
     stop: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        """Check the ranges; raise :class:`ComputeError` naming the bad field."""
+        """Check the types and ranges; raise :class:`ComputeError` naming the bad field."""
+        numbers = {
+            "temperature": float,
+            "top_k": int,
+            "top_p": float,
+            "repetition_penalty": float,
+            "repetition_window": int,
+            "max_tokens": int,
+        }
+        for name, kind in numbers.items():
+            value = getattr(self, name)
+            allowed = (int, np.integer) if kind is int else (int, float, np.integer, np.floating)
+            if isinstance(value, bool) or not isinstance(value, allowed):
+                raise ComputeError(f"SamplingParams.{name} = {value!r}: must be a number")
+        if self.seed is not None and (
+            isinstance(self.seed, bool) or not isinstance(self.seed, int)
+        ):
+            raise ComputeError(f"SamplingParams.seed = {self.seed!r}: must be an int or None")
+        if isinstance(self.stop, str) or not isinstance(self.stop, (list, tuple)):
+            raise ComputeError(f"SamplingParams.stop = {self.stop!r}: must be a list of strings")
         checks = (
             ("temperature", self.temperature >= 0 and np.isfinite(self.temperature), ">= 0"),
             ("top_k", self.top_k >= 0, ">= 0"),

@@ -21,9 +21,9 @@ Example::
 from __future__ import annotations
 
 import codecs
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -46,7 +46,11 @@ from loaders.tokenizer_spm import SPACE_MARK, load_spm_backend
 from pullweights.errors import ComputeError, FormatError, UnsupportedError
 from pullweights.runtime.heap import release_free_memory
 
-__all__ = ["EOG_TOKEN_TEXTS", "StreamDecoder", "TokenType", "Tokenizer"]
+__all__ = ["EOG_TOKEN_TEXTS", "MAX_ENCODE_CHARS", "StreamDecoder", "TokenType", "Tokenizer"]
+
+#: Longest text :meth:`Tokenizer.encode` takes by default: ``tokenizers`` needs ~90 bytes
+#: of working memory per character (10 M characters: ~850 MB, ~9 s).
+MAX_ENCODE_CHARS = 1 << 22
 
 _SPECIAL_TYPES = (TokenType.CONTROL, TokenType.USER_DEFINED, TokenType.UNKNOWN)
 _SKIPPED_TYPES = (TokenType.CONTROL, TokenType.UNKNOWN)
@@ -104,6 +108,7 @@ class Tokenizer:
         self.add_space_prefix = add_space_prefix
         self.eog_ids = eog_ids
         self._pieces: dict[int, bytes] = {}
+        self._max_token_chars: int | None = None
         self._byte_decoder = byte_decoder() if kind == "gpt2" else {}
 
     # ------------------------------------------------------------------ building
@@ -147,7 +152,8 @@ class Tokenizer:
             if scores is None:
                 raise FormatError(f"{PREFIX}scores is required for a 'llama' vocabulary")
             add_space_prefix = get_bool(meta, "add_space_prefix", default=True)
-            backend = load_spm_backend(
+            backend = _translated(
+                load_spm_backend,
                 tokens,
                 scores,
                 types,
@@ -158,7 +164,9 @@ class Tokenizer:
         elif kind == "gpt2":
             merges = get_str_list(meta, "merges")
             pre = get_str(meta, "pre", default="default")
-            backend = BpeBackend(build_bpe_tokenizer(tokens, merges, pre=pre), tokens, types)
+            backend = _translated(
+                lambda: BpeBackend(build_bpe_tokenizer(tokens, merges, pre=pre), tokens, types)
+            )
             add_space_prefix = False
             add_bos_default = pre in ("llama3", "llama-v3", "llama-bpe")
         else:
@@ -198,6 +206,13 @@ class Tokenizer:
         return len(self._tokens)
 
     @property
+    def max_token_chars(self) -> int:
+        """Characters of the longest vocabulary entry: no token stands for more text."""
+        if self._max_token_chars is None:
+            self._max_token_chars = max(map(len, self._tokens))
+        return self._max_token_chars
+
+    @property
     def special_ids(self) -> frozenset[int]:
         """Ids of control and unknown tokens: dropped by ``decode(skip_special=True)``."""
         return frozenset(np.flatnonzero(np.isin(self._types, _SKIPPED_TYPES)).tolist())
@@ -224,7 +239,12 @@ class Tokenizer:
     # ------------------------------------------------------------------ encoding
 
     def encode(
-        self, text: str, *, add_special: bool = True, parse_special: bool = True
+        self,
+        text: str,
+        *,
+        add_special: bool = True,
+        parse_special: bool = True,
+        max_chars: int = MAX_ENCODE_CHARS,
     ) -> list[int]:
         """Token ids of ``text``.
 
@@ -234,8 +254,22 @@ class Tokenizer:
             parse_special: encode control tokens written in ``text`` (``"<start_of_turn>"``)
                 as their ids; when false they are tokenized as plain text. User-defined tokens
                 are matched either way, as llama.cpp does.
+            max_chars: longest text accepted (``tokenizers`` holds ~90 bytes per character
+                while it works).
+
+        Raises:
+            ComputeError: ``text`` is not a string or is longer than ``max_chars``.
         """
-        ids = self._backend.encode(text, parse_special=parse_special)
+        if not isinstance(text, str):
+            raise ComputeError(f"encode: text must be a string, got {type(text).__name__}")
+        if len(text) > max_chars:
+            raise ComputeError(
+                f"encode: the text has {len(text)} characters, more than the {max_chars} accepted"
+            )
+        try:
+            ids = self._backend.encode(text, parse_special=parse_special)
+        except Exception as exc:  # tokenizers and sentencepiece raise plain Exceptions
+            raise ComputeError(f"encode: the tokenizer failed: {exc}") from exc
         if add_special:
             if self.add_bos and self.bos_id is not None:
                 ids.insert(0, self.bos_id)
@@ -336,6 +370,22 @@ class StreamDecoder:
     def flush(self) -> str:
         """End of stream: return what is still held (an incomplete character as U+FFFD)."""
         return str(self._decoder.decode(b"", final=True))
+
+
+def _translated[T](build: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """``build(*args, **kwargs)`` with errors of ``tokenizers`` (plain ``Exception``s, or a
+    Rust panic) as :class:`FormatError`: they come from the file's tokenizer data (a merge
+    naming a token the vocabulary lacks, an unknown token that is not in it...)."""
+    try:
+        return build(*args, **kwargs)
+    except (FormatError, UnsupportedError):
+        raise
+    except Exception as exc:
+        raise FormatError(f"{PREFIX}* data cannot build a tokenizer: {exc}") from exc
+    except BaseException as exc:
+        if type(exc).__name__ == "PanicException":  # pyo3's, a BaseException
+            raise FormatError(f"{PREFIX}* data cannot build a tokenizer: {exc}") from exc
+        raise
 
 
 def _byte_token_value(token: str, token_id: int) -> bytes:

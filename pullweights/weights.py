@@ -19,7 +19,7 @@ import numpy.typing as npt
 
 from pullweights.descriptor import TensorDescriptor
 from pullweights.dtypes import DataType, check_dtype, to_numpy
-from pullweights.errors import SourceError
+from pullweights.errors import GraphError, SourceError
 from pullweights.sources.base import ByteSource
 
 __all__ = ["Payload", "Transform", "WeightRef", "raw_weight"]
@@ -84,10 +84,27 @@ class Payload:
     _key: list[str] = field(default_factory=list, repr=False)
 
     def __post_init__(self) -> None:
+        """Raises :class:`~pullweights.errors.GraphError` (a ``ValueError``) for arguments
+        of the wrong type or a descriptor that does not match the length, and
+        :class:`~pullweights.errors.SourceError` for a range outside the source."""
+        if not isinstance(self.source, ByteSource):
+            raise GraphError(f"Payload: source must be a ByteSource, got {self.source!r}")
+        for name in ("offset", "length"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise GraphError(f"Payload: {name} must be an int, got {value!r}")
+        if self.transform is not None and not isinstance(self.transform, Transform):
+            raise GraphError(f"Payload: transform must be a Transform, got {self.transform!r}")
+        if self.raw_descriptor is not None and not isinstance(
+            self.raw_descriptor, TensorDescriptor
+        ):
+            raise GraphError(
+                f"Payload: raw_descriptor must be a TensorDescriptor, got {self.raw_descriptor!r}"
+            )
         if (self.transform is None) == (self.raw_descriptor is None):
-            raise ValueError("a Payload needs exactly one of transform or raw_descriptor")
+            raise GraphError("a Payload needs exactly one of transform or raw_descriptor")
         if self.raw_descriptor is not None and self.raw_descriptor.nbytes != self.length:
-            raise ValueError(
+            raise GraphError(
                 f"{self.describe()}: descriptor {self.raw_descriptor} needs "
                 f"{self.raw_descriptor.nbytes} bytes, the range has {self.length}"
             )
@@ -144,8 +161,10 @@ class WeightRef:
     part: str = "data"
 
     def __post_init__(self) -> None:
+        if not isinstance(self.payload, Payload):
+            raise GraphError(f"WeightRef: payload must be a Payload, got {self.payload!r}")
         if self.part not in self.payload.outputs:
-            raise ValueError(
+            raise GraphError(
                 f"{self.payload.describe()} has no part {self.part!r}; "
                 f"parts: {', '.join(self.payload.outputs)}"
             )
@@ -173,6 +192,10 @@ def raw_weight(
         src = FileSource("weights.bin")
         w = raw_weight(src, offset=4096, dtype="float32", shape=(1024, 1024))
         x = builder.input("w", w.descriptor, weight=w)
+
+    Raises:
+        GraphError: an unknown dtype, a bad shape or offset (a ``ValueError``).
+        SourceError: the range is outside ``source``.
     """
     dt: DataType = check_dtype(dtype)
     desc = TensorDescriptor(dt, shape)
@@ -182,5 +205,5 @@ def raw_weight(
 
 def view_as(buf: memoryview | np.ndarray, desc: TensorDescriptor) -> np.ndarray:
     """View raw bytes as an array of ``desc`` without copying."""
-    arr = np.frombuffer(buf, dtype=to_numpy(desc.dtype), count=int(np.prod(desc.static_shape)))
+    arr = np.frombuffer(buf, dtype=to_numpy(desc.dtype), count=desc.n_elements)
     return arr.reshape(desc.static_shape)

@@ -52,9 +52,11 @@ def read_blob(root: Path, kind: str, key: str) -> bytes | None:
         return None
     magic, digest, length = _HEADER.unpack_from(data)
     payload = data[_HEADER.size :]
-    if magic != _MAGIC or length != len(payload) or digest.rstrip(b"\0").decode(
-        "ascii", "replace"
-    ) != checksum(payload):
+    if (
+        magic != _MAGIC
+        or length != len(payload)
+        or digest.rstrip(b"\0").decode("ascii", "replace") != checksum(payload)
+    ):
         log.warning("cache blob %s-%s is damaged; it is made again", kind, key)
         return None
     return payload

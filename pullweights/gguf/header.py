@@ -27,6 +27,8 @@ from pullweights.sources.base import ByteSource
 __all__ = [
     "MAX_ARRAY_DEPTH",
     "MAX_DIMS",
+    "MAX_HEADER_BYTES",
+    "MAX_STRING_BYTES",
     "SUPPORTED_VERSIONS",
     "RawHeader",
     "RawTensorInfo",
@@ -42,6 +44,11 @@ MAX_DIMS = 4
 #: First read size; each further read doubles it up to :data:`MAX_WINDOW`.
 INITIAL_WINDOW = 64 * 1024
 MAX_WINDOW = 4 * 1024 * 1024
+#: Longest metadata string (a chat template is a few KB, a token a few bytes): a length
+#: that merely fits in the file would read that much of it into memory.
+MAX_STRING_BYTES = 16 * 1024 * 1024
+#: Most header bytes read (real headers, 262k-token vocabularies with merges: 6-20 MB).
+MAX_HEADER_BYTES = 256 * 1024 * 1024
 
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
@@ -169,6 +176,10 @@ class _Parser:
 
     async def need(self, n: int, field: str) -> None:
         """Make ``[pos, pos + n)`` available in the window, or fail naming ``field``."""
+        if self.pos + n > MAX_HEADER_BYTES:
+            raise self.fail(
+                field, self.pos, f"the header would be longer than {MAX_HEADER_BYTES} bytes"
+            )
         if self.pos + n <= self._base + len(self._buf):
             return
         if n > self.left():
@@ -197,6 +208,12 @@ class _Parser:
         if n > self.left():
             raise self.fail(
                 f"{field} length", at, f"{n} bytes do not fit in the {self.left()} bytes left"
+            )
+        if n > MAX_STRING_BYTES:
+            raise self.fail(
+                f"{field} length",
+                at,
+                f"{n} bytes: longer than a string may be ({MAX_STRING_BYTES})",
             )
         await self.need(n, field)
         start = self.pos - self._base
@@ -294,6 +311,12 @@ class _Parser:
                     f"{item} length",
                     at,
                     f"{n} bytes do not fit in the {self.left() - 8} bytes left",
+                )
+            if n > MAX_STRING_BYTES:
+                raise self.fail(
+                    f"{item} length",
+                    at,
+                    f"{n} bytes: longer than a string may be ({MAX_STRING_BYTES})",
                 )
             await self.need(8 + n, item)
 

@@ -17,7 +17,7 @@ import numpy.typing as npt
 from onnx import NodeProto, helper
 
 from pullweights.descriptor import Dim, DimLike, TensorDescriptor
-from pullweights.dtypes import DataType, check_dtype, from_numpy, to_numpy
+from pullweights.dtypes import DataType, cast_exact, check_dtype, from_numpy
 from pullweights.errors import GraphError
 from pullweights.graph.operand import Operand
 from pullweights.weights import WeightRef
@@ -76,11 +76,15 @@ class BuilderCore:
             GraphError: the name is taken, or ``weight`` does not match ``descriptor``.
         """
         self._check_open("input")
+        if not isinstance(name, str):
+            raise GraphError(f"input: name {name!r} must be a string")
         if not name or name in self._names:
             raise GraphError(f"input: name {name!r} is empty or already used")
         if not isinstance(descriptor, TensorDescriptor):
             raise GraphError(f"input {name!r}: descriptor must be a TensorDescriptor")
         if weight is not None:
+            if not isinstance(weight, WeightRef):
+                raise GraphError(f"input {name!r}: weight must be a WeightRef, got {weight!r}")
             if weight.descriptor.dtype != descriptor.dtype or tuple(
                 weight.descriptor.shape
             ) != tuple(descriptor.shape):
@@ -98,14 +102,21 @@ class BuilderCore:
         return operand
 
     def constant(self, value: npt.ArrayLike, dtype: str | None = None) -> Operand:
-        """A constant tensor from array data (copied once into the graph)."""
+        """A constant tensor from array data (copied once into the graph).
+
+        With ``dtype`` the values are converted exactly (``1000.5`` into int8 is refused).
+
+        Raises:
+            GraphError: an unknown dtype, values numpy cannot make an array of, an
+                unsupported element type, or values that ``dtype`` cannot hold.
+        """
         self._check_open("constant")
-        arr = np.asarray(value)
-        if dtype is not None:
-            arr = arr.astype(to_numpy(check_dtype(dtype)), copy=False)
         try:
+            arr = np.asarray(value)
+            if dtype is not None:
+                arr = cast_exact(arr, check_dtype(dtype))
             dt = from_numpy(arr.dtype)
-        except ValueError as exc:
+        except (ValueError, TypeError, OverflowError) as exc:
             raise GraphError(f"constant: {exc}") from None
         name = self._fresh("const")
         self.constants[name] = np.ascontiguousarray(arr)

@@ -143,7 +143,8 @@ def create_context(
         memory_budget: bytes a load keeps in flight at most (default 256 MiB).
 
     Raises:
-        GraphError: unknown policy or a negative thread count.
+        GraphError: unknown policy, a thread count that is not an int >= 0 or a memory
+            budget that is not a positive int.
     """
     if policy not in POLICIES:
         raise GraphError(
@@ -157,8 +158,12 @@ def create_context(
             "low-power": 1,
             "fallback": 1,
         }[policy]
-    if intra_op_threads < 0:
-        raise GraphError(f"intra_op_threads must be >= 0, got {intra_op_threads}")
+    if not isinstance(intra_op_threads, int) or intra_op_threads < 0:
+        raise GraphError(f"intra_op_threads must be >= 0, got {intra_op_threads!r}")
+    if memory_budget is not None and (
+        not isinstance(memory_budget, int) or isinstance(memory_budget, bool) or memory_budget < 1
+    ):
+        raise GraphError(f"memory_budget must be a positive number of bytes, got {memory_budget!r}")
     if cache_dir == "default":
         from pullweights.cache import default_cache_dir
 

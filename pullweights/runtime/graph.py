@@ -27,6 +27,7 @@ from pullweights.errors import ComputeError
 from pullweights.graph.lowering import LoweredGraph, LoweredStage
 from pullweights.runtime.tensor import Tensor
 from pullweights.runtime.threads import joined
+from pullweights.sources.file import mapped_file_checks
 
 __all__ = ["CompiledStage", "Graph", "explain"]
 
@@ -154,6 +155,11 @@ class Graph:
         self.stages = list(stages)
         self._runners = [_StageRunner(stage) for stage in self.stages]
         self._output_names = list(self.outputs)
+        #: Run before every call: each file that weights are mapped views of is unchanged
+        #: (a truncated map would crash the process with SIGBUS).
+        self.source_checks = mapped_file_checks(
+            ref.payload.source for ref in lowered.weights.values() if ref.payload.transform is None
+        )
         #: Payloads this graph's load found in the weight cache / transformed itself.
         self.cache_hits = 0
         self.transformed = 0
@@ -224,12 +230,11 @@ class Graph:
         Raises:
             ComputeError: an input is missing, unknown, of the wrong dtype or shape, or a
                 symbolic dimension is outside its bounds.
+            SourceError: a mapped weight file changed since the graph was built.
         """
-        arrays: dict[str, np.ndarray] = {}
-        for name, value in inputs.items():
-            arr = np.asarray(value, order="C")  # not ascontiguousarray: it makes 0-d arrays 1-d
-            arrays[name] = arr
+        arrays = {name: _array("compute", name, value) for name, value in _items(inputs)}
         self.check_inputs({n: (a.shape, a.dtype.name) for n, a in arrays.items()})
+        self._check_sources()
         values = {n: ort.OrtValue.ortvalue_from_numpy(a) for n, a in arrays.items()}
         results = await joined(self._run, values, {})
         return {name: results[name].numpy() for name in self._output_names}
@@ -244,24 +249,32 @@ class Graph:
         Outputs named in ``outputs`` are written into those tensors — bind a KV cache as
         both an input and an output to update it in place. Every other output comes back
         as a new :class:`Tensor`.
+
+        Raises:
+            ComputeError: as :meth:`compute`, or an output that is not a :class:`Tensor`.
+            SourceError: a mapped weight file changed since the graph was built.
         """
-        outputs = dict(outputs or {})
+        outputs = dict(_items(outputs or {}, "dispatch outputs"))
         unknown = [n for n in outputs if n not in self.outputs]
         if unknown:
             raise ComputeError(
                 f"dispatch: unknown outputs {unknown}; the graph has {self._output_names}"
             )
+        wrong = [n for n, t in outputs.items() if not isinstance(t, Tensor)]
+        if wrong:
+            raise ComputeError(f"dispatch: outputs {wrong} must be Tensors")
         values: dict[str, ort.OrtValue] = {}
         shapes: dict[str, tuple[tuple[int, ...], str]] = {}
-        for name, value in inputs.items():
+        for name, value in _items(inputs):
             if isinstance(value, Tensor):
                 values[name] = value.ortvalue
                 shapes[name] = (value.shape, value.descriptor.dtype)
             else:
-                arr = np.asarray(value, order="C")  # not ascontiguousarray: it makes 0-d arrays 1-d
+                arr = _array("dispatch", name, value)
                 values[name] = ort.OrtValue.ortvalue_from_numpy(arr)
                 shapes[name] = (arr.shape, arr.dtype.name)
         self.check_inputs(shapes)
+        self._check_sources()
         targets = {name: tensor.ortvalue for name, tensor in outputs.items()}
         results = await joined(self._run, values, targets)
         return {
@@ -269,9 +282,27 @@ class Graph:
             for name in self._output_names
         }
 
+    def _check_sources(self) -> None:
+        for check in self.source_checks:
+            check()
+
     def _run(
         self, values: dict[str, ort.OrtValue], targets: Mapping[str, ort.OrtValue]
     ) -> dict[str, ort.OrtValue]:
         for runner in self._runners:
             runner.run(values, targets)
         return values
+
+
+def _items(inputs: object, what: str = "inputs") -> list[tuple[str, Any]]:
+    """The ``(name, value)`` pairs of a mapping given as a graph's inputs or outputs."""
+    if not isinstance(inputs, Mapping):
+        raise ComputeError(f"{what} must be a mapping of names to values, got {inputs!r:.80}")
+    return list(inputs.items())
+
+
+def _array(op: str, name: str, value: object) -> np.ndarray:
+    try:
+        return np.asarray(value, order="C")  # not ascontiguousarray: it makes 0-d arrays 1-d
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise ComputeError(f"{op}: input {name!r} is not an array: {exc}") from None

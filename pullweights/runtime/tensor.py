@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import onnxruntime as ort
 
+from pullweights.allocation import check_allocation
 from pullweights.descriptor import TensorDescriptor
-from pullweights.dtypes import from_numpy
+from pullweights.dtypes import cast_exact, from_numpy
 from pullweights.errors import ComputeError
 
 __all__ = ["Tensor"]
@@ -22,11 +23,18 @@ class Tensor:
     __slots__ = ("_array", "descriptor", "ortvalue")
 
     def __init__(self, array: np.ndarray, ortvalue: ort.OrtValue | None = None) -> None:
-        self._array = array
+        """Wrap ``array`` (not copied; use :meth:`create` for a copy).
+
+        Raises:
+            ComputeError: ``array`` is not a numpy array of a supported dtype.
+        """
+        if not isinstance(array, np.ndarray):
+            raise ComputeError(f"Tensor: expected a numpy array, got {type(array).__name__}")
         try:
             dtype = from_numpy(array.dtype)
         except ValueError as exc:
             raise ComputeError(f"Tensor: {exc}") from None
+        self._array = array
         self.descriptor = TensorDescriptor(dtype, array.shape)
         self.ortvalue = (
             ortvalue if ortvalue is not None else ort.OrtValue.ortvalue_from_numpy(array)
@@ -37,14 +45,23 @@ class Tensor:
         """A zero-filled tensor of a static descriptor, or a copy of an array.
 
         Raises:
-            ComputeError: the descriptor has symbolic dims, or the array's dtype is not
-                supported.
+            ComputeError: the descriptor has symbolic dims or needs more memory than one
+                allocation may take (:func:`~pullweights.allocation.memory_limit`), or the
+                value is not an array of a supported dtype.
         """
         if isinstance(value, TensorDescriptor):
             if not value.is_static:
                 raise ComputeError(f"Tensor.create: {value} has symbolic dims; give sizes")
-            return cls(np.zeros(value.static_shape, dtype=value.numpy_dtype))
-        return cls(np.array(value, copy=True, order="C"))
+            check_allocation(value.nbytes, f"Tensor.create: {value}", ComputeError)
+            try:
+                return cls(np.zeros(value.static_shape, dtype=value.numpy_dtype))
+            except MemoryError as exc:
+                raise ComputeError(f"Tensor.create: {value}: {exc}") from None
+        try:
+            array = np.array(value, copy=True, order="C")
+        except (ValueError, TypeError, OverflowError) as exc:
+            raise ComputeError(f"Tensor.create: {exc}") from None
+        return cls(array)
 
     @classmethod
     def wrap_output(cls, value: ort.OrtValue) -> Tensor:
@@ -56,13 +73,24 @@ class Tensor:
         return tuple(self._array.shape)
 
     def write(self, data: np.ndarray) -> None:
-        """Copy ``data`` (same shape, castable dtype) into the tensor."""
-        data = np.asarray(data)
-        if data.shape != self._array.shape:
+        """Copy ``data`` (same shape; values the tensor's dtype holds exactly) into the tensor.
+
+        Raises:
+            ComputeError: another shape, values numpy cannot make an array of, or values
+                that do not convert exactly (``1000.5`` into int8, NaN into int32).
+        """
+        try:
+            array = np.asarray(data)
+        except (ValueError, TypeError, OverflowError) as exc:
+            raise ComputeError(f"Tensor.write: {exc}") from None
+        if array.shape != self._array.shape:
             raise ComputeError(
-                f"Tensor.write: shape {data.shape} != tensor shape {self._array.shape}"
+                f"Tensor.write: shape {array.shape} != tensor shape {self._array.shape}"
             )
-        self._array[...] = data
+        try:
+            self._array[...] = cast_exact(array, self.descriptor.dtype)
+        except ValueError as exc:  # cast_exact's, or GraphError's (a ValueError)
+            raise ComputeError(f"Tensor.write into {self.descriptor}: {exc}") from None
 
     def read(self) -> np.ndarray:
         """A copy of the tensor's contents."""

@@ -7,6 +7,7 @@ import hashlib
 import os
 from collections.abc import Sequence
 
+from pullweights.errors import GraphError
 from pullweights.sources.base import ByteSource
 from pullweights.sources.file import FileSource
 
@@ -21,8 +22,13 @@ class ConcatSource(ByteSource):
     """
 
     def __init__(self, parts: Sequence[ByteSource], name: str | None = None) -> None:
+        """Raises :class:`~pullweights.errors.GraphError` (a ``ValueError``) without parts or
+        with a part that is not a :class:`ByteSource`."""
         if not parts:
-            raise ValueError("ConcatSource needs at least one part")
+            raise GraphError("ConcatSource needs at least one part")
+        wrong = [p for p in parts if not isinstance(p, ByteSource)]
+        if wrong:
+            raise GraphError(f"ConcatSource: parts must be ByteSources, got {wrong[0]!r}")
         self.parts = list(parts)
         self._starts: list[int] = []
         total = 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 
+from pullweights.errors import GraphError
 from pullweights.sources.base import ByteSource
 
 __all__ = ["MemorySource"]
@@ -15,7 +16,11 @@ class MemorySource(ByteSource):
     local = True
 
     def __init__(self, data: bytes | bytearray | memoryview, name: str = "<memory>") -> None:
-        self._data = memoryview(data).cast("B").toreadonly()
+        """Raises :class:`~pullweights.errors.GraphError` if ``data`` is not bytes-like."""
+        try:
+            self._data = memoryview(data).cast("B").toreadonly()
+        except TypeError as exc:
+            raise GraphError(f"MemorySource: {exc}") from None
         self.size = len(self._data)
         self.name = name
         self.identity = "memory:" + hashlib.sha256(self._data).hexdigest()

@@ -324,3 +324,34 @@ async def test_fuzzed_headers_fail_cleanly(tmp_path: Path) -> None:
         tracemalloc.stop()
     assert outcomes["FormatError"] > 100, outcomes
     assert peak < 2 << 20, peak
+
+
+@pytest.mark.parametrize("in_array", [False, True])
+async def test_string_longer_than_the_limit_is_not_read(in_array: bool) -> None:
+    from pullweights.gguf.header import MAX_STRING_BYTES
+
+    rf = base()
+    n = MAX_STRING_BYTES + 1
+    if in_array:
+        rf.kvs.append(kv("k", V.ARRAY, struct.pack("<IQ", V.STRING, 1) + struct.pack("<Q", n)))
+    else:
+        rf.kvs.append(kv("k", V.STRING, struct.pack("<Q", n)))
+    data = rf.build() + bytes(n)  # the string's bytes fit in the file
+    tracemalloc.start()
+    try:
+        await expect(data, "'k' value", f"{n} bytes: longer than a string may be")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20  # the 16 MiB string was never read
+
+
+async def test_header_longer_than_the_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    import pullweights.gguf.header as header
+
+    rf = base()
+    limit = rf.header_end + 20
+    monkeypatch.setattr(header, "MAX_HEADER_BYTES", limit)
+    await open_bytes(rf.build())  # within the limit
+    rf.kvs.append(kv("k", V.STRING, gstr("x" * 100)))
+    await expect(rf.build(), "'k' value", f"the header would be longer than {limit} bytes")

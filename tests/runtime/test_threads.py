@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 
 from pullweights.runtime.threads import joined
@@ -25,9 +26,7 @@ async def test_cancelled_twice_still_waits_for_the_thread() -> None:
     await asyncio.sleep(0.01)
     assert not task.done()  # still waiting for the thread
     release.set()
-    try:
+    with contextlib.suppress(asyncio.CancelledError):
         await asyncio.wait_for(task, 10)
-    except asyncio.CancelledError:
-        pass
     assert task.cancelled()
     assert ended.is_set()
