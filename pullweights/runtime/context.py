@@ -21,6 +21,7 @@ policy             onnxruntime settings
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +54,31 @@ def _providers(policy: str) -> list[str]:
         return ["CPUExecutionProvider"]
     preferred = [p for p in ("CUDAExecutionProvider",) if p in available]
     return [*preferred, "CPUExecutionProvider"]
+
+
+_arena_lock = threading.Lock()
+_arena_registered = False
+
+
+def _share_cpu_arena() -> None:
+    """Register one CPU arena in onnxruntime's environment, once per process, for every
+    session to allocate its working memory from (``session.use_env_allocators``).
+
+    Each session otherwise keeps an arena of its own, grown to its largest run and never
+    shrunk: a graph compiled in 12 stages kept 12 (qwen2.5-coder-0.5b after a 128-token
+    prefill: 351 MiB private with one arena each, 205 MiB shared). Prepacked weights are
+    not allocated from it.
+    """
+    global _arena_registered
+    with _arena_lock:
+        if _arena_registered:
+            return
+        info = ort.OrtMemoryInfo(
+            "Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT
+        )
+        # max memory 0 = unlimited; -1 = onnxruntime's defaults for the rest
+        ort.create_and_register_allocator(info, ort.OrtArenaCfg(0, -1, -1, -1))
+        _arena_registered = True
 
 
 @dataclass
@@ -88,6 +114,8 @@ class Context:
         so.inter_op_num_threads = 1
         spin = "1" if self.policy == "high-performance" else "0"
         so.add_session_config_entry("session.intra_op.allow_spinning", spin)
+        _share_cpu_arena()
+        so.add_session_config_entry("session.use_env_allocators", "1")
         return so
 
     @property
