@@ -84,6 +84,12 @@ class LoweredStage:
         """Bytes of the declared initializers (what onnxruntime prepacks)."""
         return sum(src.nbytes for src in self.initializers.values())
 
+    @property
+    def largest_prepacked(self) -> int:
+        """Bytes of the largest declared initializer (what re-opening a saved session
+        packs at once, to find its saved copy)."""
+        return max((src.nbytes for src in self.initializers.values()), default=0)
+
     def initializer_arrays(self, loaded: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Every declared initializer as a zero-copy view of ``loaded`` (the arrays of
         :attr:`initializer_weights` and :attr:`large_constants`, by name)."""

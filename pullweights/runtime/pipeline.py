@@ -2,15 +2,19 @@
 
 For a lowered graph of stages ``s0, s1, ...`` one load runs, all at once:
 
-* the puller fetches and transforms the weights onnxruntime prepacks, stage by stage in
-  graph order, under the context's memory budget; then each stage's bound weights;
-* a stage whose initializers have all arrived is compiled in a worker thread — one stage
-  at a time, in order, so onnxruntime's heap copies of packed weights never pile up —
-  while later stages' bytes are still being read, downloaded or transformed;
+* the puller fetches and transforms the weights onnxruntime prepacks, stage by stage —
+  the stages with the most packed bytes first, graph order among equals, so the largest
+  compiles run while the least else is held — under the context's memory budget; then
+  each stage's bound weights;
+* a stage whose initializers have all arrived is compiled in a worker thread while later
+  stages' bytes are still being read, downloaded or transformed; onnxruntime's heap
+  copies of packed weights never pile up: compiles and re-opens share a budget of the
+  largest stage's packed bytes (a compile holds its stage's, a re-open its largest
+  weight's, as it packs one weight at a time);
 * with a weight cache, a stage compiled for the first time saves its packed weights
   (:mod:`~pullweights.runtime.saved`) and is re-opened over the saved, memory-mapped
-  file before the next stage compiles, so a cold load holds at most one stage's packed
-  copies on the heap; a stage saved earlier is opened from its saved session directly.
+  file, its heap copies freed; a stage saved earlier is opened from its saved session
+  directly.
 
 Cancelling (or a failure of any stage) cancels every other stage and pull and waits for
 their worker threads, so when the error reaches the caller nothing of the load is still
@@ -38,6 +42,7 @@ from pullweights.runtime.heap import release_free_memory
 from pullweights.runtime.puller import WeightPuller
 from pullweights.runtime.saved import MODEL, SessionSaver, saved_session_store, session_key
 from pullweights.runtime.threads import joined
+from pullweights.sources.budget import ByteBudget
 
 if TYPE_CHECKING:
     from pullweights.cache import WeightCache
@@ -103,9 +108,14 @@ class _Load:
     ) -> None:
         self.context = context
         self.puller = puller
-        self.heap = asyncio.Lock()
+        #: Bytes of packed copies onnxruntime may hold on the heap at once, over stages.
+        self.heap = ByteBudget(max((s.prepacked_bytes for s in lowered.stages), default=1))
         self.opening = asyncio.Semaphore(max(1, os.cpu_count() or 1))
         self.unpulled = len(lowered.stages)
+        # Largest compiles first, while the least else is held (graph order among equals):
+        # qwen2.5-coder-0.5b cold peak 296-329 MiB private in graph order, 239-259 so.
+        ranked = sorted(lowered.stages, key=lambda s: -s.prepacked_bytes)
+        self.index = {id(stage): i for i, stage in enumerate(ranked)}
         self.on_compile_start = on_compile_start
         #: Keys of the saved sessions this load opened or saved.
         self.session_keys: list[str] = []
@@ -117,6 +127,11 @@ class _Load:
         for stage in lowered.stages:
             for pid in {id(r.payload) for r in stage.initializer_weights.values()} - bound:
                 self.packers[pid] = self.packers.get(pid, 0) + 1
+
+    def _priority(self, stage: LoweredStage) -> int:
+        """Where ``stage``'s pulls go in the load's order (see the module docs), each
+        stage's initializers (which its compile waits for) before its bound weights."""
+        return 2 * self.index[id(stage)]
 
     def _pulled(self) -> None:
         """One more stage has its initializers (or needs none): once all have, only
@@ -135,7 +150,9 @@ class _Load:
                 return compiled
         saver: SessionSaver | None = None
         try:
-            initial = await self.puller.pull(stage.initializer_weights, stage=stage.name)
+            initial = await self.puller.pull(
+                stage.initializer_weights, stage=stage.name, priority=self._priority(stage)
+            )
             if store is not None and key is None:
                 # A remote weight's content is known once fetched: the same model may
                 # have been saved from another URL.
@@ -209,7 +226,9 @@ class _Load:
                 log.warning("cannot remove cache entry %s: %s", key, exc)
 
     async def _bound(self, stage: LoweredStage) -> dict[str, np.ndarray]:
-        bound = await self.puller.pull(stage.bound_weights, stage=stage.name)
+        bound = await self.puller.pull(
+            stage.bound_weights, stage=stage.name, priority=self._priority(stage) + 1
+        )
         return {**bound, **stage.bound_constants}
 
     async def _open_saved(self, stage: LoweredStage, model: Path) -> CompiledStage | None:
@@ -221,7 +240,7 @@ class _Load:
         self._pulled()
         bound = asyncio.ensure_future(self._bound(stage))
         try:
-            async with self.opening:
+            async with self.opening, self.heap.hold(stage.largest_prepacked):
                 with span(Phase.COMPILE, stage.name, stage.prepacked_bytes, stage=stage.name):
                     session = await joined(self._create, str(model), so)
                 await joined(release_free_memory)  # what packing to find the copies left
@@ -254,7 +273,7 @@ class _Load:
             keepalive.append((arr, value))  # onnxruntime does not own these buffers
             so.add_initializer(name, value)
         data = stage.model.SerializeToString()
-        async with self.heap:
+        async with self.heap.hold(stage.prepacked_bytes):
             with span(Phase.COMPILE, stage.name, stage.prepacked_bytes, stage=stage.name):
                 session = await self._guarded(stage, self._create_placeholder, data, so)
         return CompiledStage(stage, session, {}, keepalive)
@@ -264,9 +283,10 @@ class _Load:
     ) -> CompiledStage | None:
         """Compile with saving on; None if saving failed (compile without it then).
 
-        Only creating the session holds the heap lock: its packed copies are dropped
-        before the lock is released (when re-opening), so the next stage compiles while
-        this one is saved and re-opened over the mapped files.
+        Creating the session holds the stage's packed bytes of the heap budget: its packed
+        copies are dropped before they are given back (when re-opening), so the next
+        stage compiles while this one is saved; re-opening over the mapped files holds
+        its largest weight's bytes.
         """
         nbytes = stage.prepacked_bytes
         remap = self.context.remap_saved
@@ -275,7 +295,7 @@ class _Load:
             staged = await joined(saver.stage, stage, loaded)
             so = self.context.session_options()
             saver.configure(so)
-            async with self.heap:
+            async with self.heap.hold(nbytes):
                 with span(Phase.COMPILE, stage.name, nbytes, stage=stage.name):
                     session = await self._guarded(stage, self._create, str(staged), so)
                 if remap:
@@ -291,11 +311,12 @@ class _Load:
             return None
         if session is not None:
             return CompiledStage(stage, session, {}, save=saver.done)
-        with span(Phase.COMPILE, f"{stage.name} (mapped)", nbytes, stage=stage.name):
-            reopened = await self._guarded(
-                stage, self._create, str(entry / MODEL), self.context.session_options()
-            )
-        await joined(release_free_memory)
+        async with self.heap.hold(stage.largest_prepacked):
+            with span(Phase.COMPILE, f"{stage.name} (mapped)", nbytes, stage=stage.name):
+                reopened = await self._guarded(
+                    stage, self._create, str(entry / MODEL), self.context.session_options()
+                )
+            await joined(release_free_memory)
         return CompiledStage(stage, reopened, {}, save=saver.done)
 
     def _create(self, path: str, so: ort.SessionOptions) -> ort.InferenceSession:

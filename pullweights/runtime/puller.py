@@ -10,12 +10,14 @@ For each distinct :class:`~pullweights.weights.Payload`:
 
 Without a cache, unmappable or transformed payloads stay in private memory.
 
-Payloads are pulled in the order they are asked for (stage by stage), at most
-``workers`` at a time, and the bytes in flight — read buffers and transform outputs not
-yet in their final place — are bounded by ``budget`` bytes (a payload larger than the
-budget goes alone). A payload asked for twice, by two stages or two passes, is pulled
-once. Every step is reported as a :mod:`pullweights.events` span (``fetch``,
-``transform``, ``cache-write``) and, per payload, to the ``progress`` callback.
+Payloads are pulled lowest ``priority`` first (the pipeline gives each stage's
+initializers, then its bound weights, the stage's place in the graph), in the order they
+are asked for among equals, at most ``workers`` at a time, and the bytes in flight —
+read buffers and transform outputs not yet in their final place — are bounded by
+``budget`` bytes (a payload larger than the budget goes alone). A payload asked for
+twice, by two stages or two passes, is pulled once. Every step is reported as a
+:mod:`pullweights.events` span (``fetch``, ``transform``, ``cache-write``) and, per
+payload, to the ``progress`` callback.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from pullweights.cache.index import RunningDigest
 from pullweights.cache.store import EntryVanished
 from pullweights.errors import PullWeightsError, SourceError
 from pullweights.events import Phase, Progress, ProgressCallback, span
+from pullweights.runtime.slots import PrioritySlots
 from pullweights.runtime.threads import joined
 from pullweights.sources.budget import ByteBudget
 from pullweights.weights import Payload, Transform, WeightRef, view_as
@@ -70,7 +73,7 @@ class WeightPuller:
     ) -> None:
         self.cache = cache
         self.progress = progress
-        self._slots = asyncio.Semaphore(workers or os.cpu_count() or 2)
+        self._slots = PrioritySlots(workers or os.cpu_count() or 2)
         self._budget = ByteBudget(budget or DEFAULT_BUDGET)
         self._pulls: dict[int, asyncio.Future[Arrays]] = {}
         self._keep: dict[int, Payload] = {}  # ids stay valid while their futures are kept
@@ -92,15 +95,18 @@ class WeightPuller:
         """Bytes of every payload announced or pulled so far."""
         return sum(self._expected.values())
 
-    async def pull(self, refs: Mapping[str, WeightRef], *, stage: str = "") -> Arrays:
-        """Arrays for every reference, by name. Cancelling stops this call's pending pulls
-        (a payload another call also waits for is pulled on for it)."""
+    async def pull(
+        self, refs: Mapping[str, WeightRef], *, stage: str = "", priority: int = 0
+    ) -> Arrays:
+        """Arrays for every reference, by name; payloads not yet asked for are pulled at
+        ``priority`` (lower first). Cancelling stops this call's pending pulls (a payload
+        another call also waits for is pulled on for it)."""
         self.expect(refs.values())
         futures: dict[int, asyncio.Future[Arrays]] = {}
         for ref in refs.values():
             key = id(ref.payload)
             if key not in futures:
-                futures[key] = self._future(ref.payload, stage)
+                futures[key] = self._future(ref.payload, stage, priority)
         waiting = list(futures.values())
         try:
             await asyncio.gather(*waiting)
@@ -114,18 +120,18 @@ class WeightPuller:
         thread finished, its cache writer discarded)."""
         await _cancel_and_wait(list(self._pulls.values()))
 
-    def _future(self, payload: Payload, stage: str) -> asyncio.Future[Arrays]:
+    def _future(self, payload: Payload, stage: str, priority: int) -> asyncio.Future[Arrays]:
         key = id(payload)
         future = self._pulls.get(key)
         if future is None or (future.done() and future.cancelled()):
-            future = asyncio.ensure_future(self._pull_one(payload, stage))
+            future = asyncio.ensure_future(self._pull_one(payload, stage, priority))
             future.add_done_callback(_retrieve)
             self._pulls[key] = future
             self._keep[key] = payload
         return future
 
-    async def _pull_one(self, payload: Payload, stage: str) -> Arrays:
-        async with self._slots:
+    async def _pull_one(self, payload: Payload, stage: str, priority: int) -> Arrays:
+        async with self._slots.hold(priority):
             try:
                 arrays = await self._load(payload, stage)
             except EntryVanished:  # another process dropped it at once: make it again

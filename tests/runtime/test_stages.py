@@ -88,3 +88,28 @@ async def test_values_cross_stages_and_outputs_stay_where_made(tmp_path: Path) -
     np.testing.assert_array_equal(out["a"], xs + ys)
     np.testing.assert_array_equal(out["z"], (xs + ys) * xs - (xs + ys))
     assert list(out) == ["a", "z"]
+
+
+async def test_a_cold_load_pulls_the_largest_stages_first(tmp_path: Path) -> None:
+    """However the stages' first steps finish, weights are admitted stage by stage, most
+    packed bytes first (graph order among equals): the transforms of each stage's weights
+    begin before those of the stage two places later in that order (two CPUs pull at
+    once)."""
+    from pullweights.events import Event, Phase, subscribed
+
+    # a vocabulary large enough that the head packs more than a layer
+    path = write_tiny_model(tmp_path / "m.gguf", "llama", quant="Q4_K", n_layers=4, vocab_size=8192)
+    seen: list[Event] = []
+    with subscribed(seen.append):
+        ctx = create_context("low-power", cache_dir=tmp_path / "cache")
+        model = await load_model(str(path), context=ctx, context_length=32, stages="marked")
+    stages = [s.lowered for s in model.graph.stages]
+    order = [s.name for s in sorted(stages, key=lambda s: -s.prepacked_bytes)]
+    assert order != [s.name for s in stages]  # the head packs most: not graph order
+    first: dict[str, int] = {}
+    for i, e in enumerate(seen):
+        if e.phase == Phase.TRANSFORM and e.kind == "begin" and e.stage in order:
+            first.setdefault(e.stage, i)
+    began = [first[name] for name in order if name in first]
+    assert len(began) >= 3, first
+    assert all(a < c for a, c in zip(began, began[2:], strict=False)), (order, first)
