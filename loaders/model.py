@@ -220,7 +220,7 @@ async def build_model(
         )
         tokenizer = await plan.tokenizer()
     except BaseException:
-        plan.cancel()
+        await plan.cancel()
         raise
     model = LanguageModel(
         config=config,

@@ -43,6 +43,7 @@ from loaders.config import ModelConfig
 from loaders.tokenizer import Tokenizer
 from pullweights.errors import ComputeError
 from pullweights.events import Phase, span
+from pullweights.runtime.threads import joined
 
 __all__ = ["LoadPlan", "Prompt", "encode_with", "token_ids", "user_message"]
 
@@ -90,17 +91,19 @@ class LoadPlan:
                 with span(Phase.TOKENIZER, "tokenizer"):
                     return Tokenizer.from_gguf_metadata(metadata, cache_dir=cache_dir)
 
-            self._tokenizer = asyncio.ensure_future(asyncio.to_thread(build))
+            self._tokenizer = asyncio.ensure_future(joined(build))
         return self._tokenizer
 
     async def tokenizer(self) -> Tokenizer:
         """The model's tokenizer (built on first use)."""
         return await self.start_tokenizer()
 
-    def cancel(self) -> None:
-        """Cancel a tokenizer build that is still running (the load failed)."""
+    async def cancel(self) -> None:
+        """Cancel a tokenizer build that is still running (the load failed) and wait
+        until its worker thread has ended."""
         if self._tokenizer is not None and not self._tokenizer.done():
             self._tokenizer.cancel()
+            await asyncio.wait([self._tokenizer])
 
     def token_bound(self, prompt: Prompt, *, chat: bool = False) -> int:
         """An upper bound on the prompt's token count, from its text alone (see the module
