@@ -25,6 +25,7 @@ topological order, because an op can only use operands that already exist.
 from __future__ import annotations
 
 import itertools
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -87,7 +88,21 @@ def partition(
     spans = _spans(units, costs, unit_names, plan)
     if len(spans) == 1 and not any(unit_names.get(u) for u in units):
         return [StageSpan("", 0, n)]  # one unmarked stage: the whole graph, unnamed
-    return spans
+    return _numbered(spans)
+
+
+def _numbered(spans: list[StageSpan]) -> list[StageSpan]:
+    """Stages that share a name (the pieces of a unit cut apart) numbered ``"head 2/3"``:
+    every stage's events, saved session and profile rows are told apart."""
+    counts = Counter(s.name for s in spans)
+    seen: Counter[str] = Counter()
+    out = []
+    for s in spans:
+        if counts[s.name] > 1:
+            seen[s.name] += 1
+            s = StageSpan(f"{s.name} {seen[s.name]}/{counts[s.name]}".strip(), s.start, s.stop)
+        out.append(s)
+    return out
 
 
 def _spans(
