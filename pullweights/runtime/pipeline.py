@@ -113,7 +113,7 @@ class _Load:
         self.opening = asyncio.Semaphore(max(1, os.cpu_count() or 1))
         self.unpulled = len(lowered.stages)
         # Largest compiles first, while the least else is held (graph order among equals):
-        # qwen2.5-coder-0.5b cold peak 296-329 MiB private in graph order, 239-259 so.
+        # qwen2.5-coder-0.5b cold peak 296-329 MiB private in graph order, 239-259 this way.
         ranked = sorted(lowered.stages, key=lambda s: -s.prepacked_bytes)
         self.index = {id(stage): i for i, stage in enumerate(ranked)}
         self.on_compile_start = on_compile_start
