@@ -34,7 +34,6 @@ from pullweights.cache.index import RunningDigest
 from pullweights.cache.store import EntryVanished
 from pullweights.errors import PullWeightsError, SourceError
 from pullweights.events import Phase, Progress, ProgressCallback, span
-from pullweights.runtime.slots import PrioritySlots
 from pullweights.runtime.threads import joined
 from pullweights.sources.budget import ByteBudget
 from pullweights.weights import Payload, Transform, WeightRef, view_as
@@ -73,7 +72,7 @@ class WeightPuller:
     ) -> None:
         self.cache = cache
         self.progress = progress
-        self._slots = PrioritySlots(workers or os.cpu_count() or 2)
+        self._slots = ByteBudget(workers or os.cpu_count() or 2)  # one each
         self._budget = ByteBudget(budget or DEFAULT_BUDGET)
         self._pulls: dict[int, asyncio.Future[Arrays]] = {}
         self._keep: dict[int, Payload] = {}  # ids stay valid while their futures are kept
@@ -131,7 +130,7 @@ class WeightPuller:
         return future
 
     async def _pull_one(self, payload: Payload, stage: str, priority: int) -> Arrays:
-        async with self._slots.hold(priority):
+        async with self._slots.hold(1, priority):
             try:
                 arrays = await self._load(payload, stage)
             except EntryVanished:  # another process dropped it at once: make it again

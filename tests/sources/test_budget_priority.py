@@ -1,4 +1,4 @@
-"""PrioritySlots: bounded holders, lowest priority admitted first, cancel-safe."""
+"""ByteBudget as worker slots: bounded holders, lowest priority admitted first, cancel-safe."""
 
 from __future__ import annotations
 
@@ -6,16 +6,16 @@ import asyncio
 
 import pytest
 
-from pullweights.runtime.slots import PrioritySlots
+from pullweights.sources.budget import ByteBudget
 
 
 async def test_waiters_are_admitted_lowest_priority_first() -> None:
-    slots = PrioritySlots(1)
+    slots = ByteBudget(1)
     order: list[str] = []
     release = asyncio.Event()
 
     async def job(name: str, priority: int) -> None:
-        async with slots.hold(priority):
+        async with slots.hold(1, priority):
             order.append(name)
             if name == "first":
                 await release.wait()
@@ -30,13 +30,13 @@ async def test_waiters_are_admitted_lowest_priority_first() -> None:
 
 
 async def test_at_most_count_hold_at_once_and_a_cancelled_waiter_passes_its_turn() -> None:
-    slots = PrioritySlots(2)
+    slots = ByteBudget(2)
     inside = 0
     most = 0
 
     async def job() -> None:
         nonlocal inside, most
-        async with slots.hold():
+        async with slots.hold(1):
             inside += 1
             most = max(most, inside)
             await asyncio.sleep(0.01)
@@ -49,26 +49,21 @@ async def test_at_most_count_hold_at_once_and_a_cancelled_waiter_passes_its_turn
     assert most == 2
     assert isinstance(done[5], asyncio.CancelledError)
     # every slot came back: two more can hold at once
-    async with slots.hold(), slots.hold():
+    async with slots.hold(1), slots.hold(1):
         pass
-    assert slots._free == 2
-
-
-def test_count_must_be_positive() -> None:
-    with pytest.raises(ValueError, match="count must be >= 1"):
-        PrioritySlots(0)
+    assert slots.used == 0
 
 
 async def test_a_waiter_granted_as_it_is_cancelled_hands_the_slot_on() -> None:
-    slots = PrioritySlots(1)
+    slots = ByteBudget(1)
     entered = False
 
     async def waiter() -> None:
         nonlocal entered
-        async with slots.hold():
+        async with slots.hold(1):
             entered = True
 
-    async with slots.hold():
+    async with slots.hold(1):
         w = asyncio.ensure_future(waiter())
         await asyncio.sleep(0)  # w is waiting
     # leaving granted the slot to w, which has not run since: cancel it now
@@ -76,4 +71,4 @@ async def test_a_waiter_granted_as_it_is_cancelled_hands_the_slot_on() -> None:
     with pytest.raises(asyncio.CancelledError):
         await w
     assert not entered
-    assert slots._free == 1
+    assert slots.used == 0
