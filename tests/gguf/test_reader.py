@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import socket
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import pytest
 from gguf import GGUFReader
 from gguf.constants import GGMLQuantizationType, GGUFValueType
 
+from pullweights.bench.serve import free_port
 from pullweights.descriptor import TensorDescriptor
 from pullweights.errors import FetchError, SourceError, UnsupportedError
 from pullweights.gguf import GGUFFile, open_gguf
@@ -228,9 +228,7 @@ async def test_open_gguf_accepts_paths_parts_and_sources(
 async def test_open_gguf_rejects_remote_parts_unreachable_urls_and_missing_files(
     tmp_path: Path,
 ) -> None:
-    with socket.socket() as s:  # a loopback port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # a loopback port nobody listens on
     for url in (f"http://127.0.0.1:{port}/m.gguf", f"HTTP://127.0.0.1:{port}/m.gguf"):
         with pytest.raises(FetchError):
             await open_gguf(url, http=HttpSettings(retries=0, connect_timeout=2.0))
