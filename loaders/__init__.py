@@ -144,7 +144,8 @@ async def load_model(
         return await _load(model, context, options)
     context = context or create_context()
     remote_dir = None if context.cache_dir is None else context.cache_dir / "remote"
-    async with await open_gguf(model, remote_dir=remote_dir) as gguf:
+    headers = None if context.cache is None else context.cache.headers
+    async with await open_gguf(model, remote_dir=remote_dir, headers=headers) as gguf:
         loaded = await _load(gguf, context, options)
         if isinstance(model, str) and context.cache is not None:
             context.cache.register_model(gguf.source, name=model)  # what `cache list` calls it

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pullweights.cache import stamps
 from pullweights.cache.checksum import verify_fd
 from pullweights.cache.confined import Outside, open_inside, read_inside
 from pullweights.cache.layout import ZARR_JSON, CorruptEntry, array_metadata
@@ -69,20 +70,57 @@ def _verify(fd: int, path: Path, f: StoredFile) -> None:
         raise CorruptEntry(f"file {path} has checksum {actual}, expected {f.checksum}")
 
 
-def check_files(root: Path, directory: Path, record: Record, *, checksums: bool = False) -> None:
+def _verify_all(
+    root: Path, directory: Path, record: Record, opened: list[tuple[StoredFile, int]], *, full: bool
+) -> None:
+    """Checksum every opened file of ``record`` — unless its stamp shows all of them
+    verified before and unchanged since (:mod:`.stamps`; ``full`` ignores stamps) — and
+    stamp them when they match.
+
+    Raises:
+        CorruptEntry: a file does not have its recorded checksum.
+    """
+    line, newest = stamps.identity((f.path, f.checksum, os.fstat(fd)) for f, fd in opened)
+    if not full and stamps.stamped(root, record.kind, record.key, line):
+        return
+    for f, fd in opened:
+        _verify(fd, directory / f.path, f)
+    stamps.stamp(root, record.kind, record.key, line, newest)
+
+
+def _open_all(root: Path, directory: Path, files: list[StoredFile]) -> list[tuple[StoredFile, int]]:
+    """A descriptor of each of ``files`` (see :func:`_open`); the caller closes them."""
+    opened: list[tuple[StoredFile, int]] = []
+    try:
+        for f in files:
+            opened.append((f, _open(root, directory, f)))
+    except BaseException:
+        _close_all(opened)
+        raise
+    return opened
+
+
+def _close_all(opened: list[tuple[StoredFile, int]]) -> None:
+    for _f, fd in opened:
+        os.close(fd)
+
+
+def check_files(
+    root: Path, directory: Path, record: Record, *, checksums: bool = False, full: bool = False
+) -> None:
     """Check that every file of ``record`` exists with its size (and, with ``checksums``,
-    its checksum); a saved session's directory must hold nothing else.
+    its checksum: read unless stamped, or always with ``full``); a saved session's
+    directory must hold nothing else.
 
     Raises:
         CorruptEntry: a file is missing, a link, of the wrong size or checksum, or extra.
     """
-    for f in record.files.values():
-        fd = _open(root, directory, f)
-        try:
-            if checksums:
-                _verify(fd, directory / f.path, f)
-        finally:
-            os.close(fd)
+    opened = _open_all(root, directory, list(record.files.values()))
+    try:
+        if checksums:
+            _verify_all(root, directory, record, opened, full=full)
+    finally:
+        _close_all(opened)
     if record.kind == "session":
         extra = sorted(set(os.listdir(directory)) - set(record.files) - {record_file("session")})
         if extra:
@@ -107,19 +145,18 @@ def open_entry(
     """
     arrays: dict[str, np.ndarray] = {}
     maps: list[mmap.mmap] = []
+    chunks = {name: record.chunk(name) for name in record.parts}
+    opened = _open_all(root, directory, [f for f in chunks.values() if f is not None])
     try:
+        if verify:
+            _verify_all(root, directory, record, opened, full=False)
+        fds = {f.path: fd for f, fd in opened}
         for name, part in record.parts.items():
-            f = record.chunk(name)
+            f = chunks[name]
             if f is None:
                 arrays[name] = _empty(part)
                 continue
-            fd = _open(root, directory, f)
-            try:
-                if verify:
-                    _verify(fd, directory / f.path, f)
-                mm = mmap.mmap(fd, f.size, access=mmap.ACCESS_READ)
-            finally:
-                os.close(fd)
+            mm = mmap.mmap(fds[f.path], f.size, access=mmap.ACCESS_READ)
             maps.append(mm)
             arrays[name] = np.frombuffer(mm, to_numpy(part.dtype)).reshape(part.shape)
     except BaseException:
@@ -127,6 +164,8 @@ def open_entry(
         for mm in maps:
             mm.close()
         raise
+    finally:
+        _close_all(opened)
     return arrays, maps
 
 
@@ -147,7 +186,7 @@ def verify_entry(root: Path, directory: Path, kind: Kind) -> Record:
             raise CorruptEntry(f"{path}: {exc}") from exc
         if data != array_metadata(part.dtype, part.shape, array_attributes(record.chunk(name))):
             raise CorruptEntry(f"{path} does not describe part {name} of the entry record")
-    check_files(root, directory, record, checksums=True)
+    check_files(root, directory, record, checksums=True, full=True)
     return record
 
 

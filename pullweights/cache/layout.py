@@ -14,6 +14,8 @@
       index/<kk>/<source key>           source identity -> content key (:mod:`.index`)
       models/<model key>.json           which entries and sessions a model uses (:mod:`.models`)
       remote/                           remembered URL headers (:mod:`pullweights.sources.remote`)
+      verified/<kind>-<key>             entries verified unchanged since (:mod:`.stamps`)
+      headers/<identity digest>         parsed GGUF headers (:mod:`.headers`)
       staging/<key>.<pid>.<token>/      an entry being written (same layout, not yet visible)
       trash/                            entries and staging dirs being deleted
 

@@ -17,6 +17,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pullweights.cache import headers, stamps
 from pullweights.cache.confined import area, is_area_link
 from pullweights.cache.entry import verify_entry
 from pullweights.cache.eviction import scan
@@ -42,7 +43,17 @@ if TYPE_CHECKING:
 __all__ = ["AREAS", "CacheProblem", "EntryInfo", "ModelInfo"]
 
 #: Every directory directly under the cache root.
-AREAS = ("entries", "sessions", "index", "models", "remote", "staging", "trash")
+AREAS = (
+    "entries",
+    "sessions",
+    "index",
+    "models",
+    "remote",
+    "staging",
+    "trash",
+    stamps.AREA,
+    headers.AREA,
+)
 #: Name of the row of entries no model claims.
 NO_MODEL = "(no model)"
 
@@ -340,7 +351,11 @@ def evict(cache: WeightCache, limit: int, protected: set[str]) -> None:
 
 
 def _sweep_index(cache: WeightCache) -> None:
-    """Remove index files that name no entry (the entry was evicted or removed)."""
+    """Remove index files and verification stamps that name no entry (the entry was
+    evicted or removed)."""
+    live = {("weights", d.name) for d in iter_entry_dirs(cache.root)}
+    live |= {("session", d.name) for d in iter_session_dirs(cache.root)}
+    stamps.sweep(cache.root, live)
     for path, key in iter_index(cache.root):
         if key is None or not os.path.lexists(entry_dir(cache.root, key)):
             try:

@@ -18,6 +18,7 @@ import numpy as np
 from pullweights.cache import maintenance
 from pullweights.cache.entry import check_files, open_entry, read_record
 from pullweights.cache.eviction import SizeIndex
+from pullweights.cache.headers import HeaderStore
 from pullweights.cache.index import HEAD, content_key, digest, head_key, lookup, remember
 from pullweights.cache.layout import CorruptEntry, check_key, entry_dir, session_dir
 from pullweights.cache.models import ModelRecord, model_path, new_record, read_model, write_model
@@ -91,7 +92,8 @@ class WeightCache:
     #: Seconds this process trusts its size accounting before a write rescans the cache
     #: (entries other processes wrote are counted after at most this long).
     index_ttl: float = 10.0
-    #: Check every file's checksum before a runtime sees it (once per process and file).
+    #: Check every file's checksum before a runtime sees it (once while it is unchanged:
+    #: :mod:`~pullweights.cache.stamps`).
     verify_on_load: bool = True
 
     def __init__(
@@ -424,6 +426,12 @@ class WeightCache:
         except CorruptEntry as exc:
             self._damaged(key, directory, f"cache entry {key} is damaged: {exc}")
             raise CorruptEntry(f"weight entry {key} it was built from is damaged") from exc
+
+    @property
+    def headers(self) -> HeaderStore:
+        """Parsed GGUF headers by source identity (:mod:`~pullweights.cache.headers`):
+        pass it to :func:`~pullweights.gguf.open_gguf` as ``headers=``."""
+        return HeaderStore(self.root)
 
     def session_writer(self, key: str) -> SessionWriter:
         """A writer that stages and publishes the session entry ``key`` crash-safely."""

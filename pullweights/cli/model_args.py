@@ -270,7 +270,10 @@ async def load_llm(
                 if inspect.isawaitable(checked):
                     await checked
 
-        async with await open_gguf(model, remote_dir=remote_dir, offline=offline) as gguf:
+        headers = None if context.cache is None else context.cache.headers
+        async with await open_gguf(
+            model, remote_dir=remote_dir, offline=offline, headers=headers
+        ) as gguf:
             llm = await load_model(
                 gguf,
                 context=context,

@@ -148,6 +148,7 @@ async def run(args: argparse.Namespace) -> int:
                 remote_dir=remote_dir,
                 offline=getattr(args, "offline", False),
                 refresh=getattr(args, "refresh", False),
+                headers=cache.headers,
             ) as gguf:
                 if gguf.architecture in ARCHITECTURES:
                     llm = await load_model(

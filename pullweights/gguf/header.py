@@ -32,6 +32,7 @@ __all__ = [
     "SUPPORTED_VERSIONS",
     "RawHeader",
     "RawTensorInfo",
+    "parse_header",
     "read_header",
 ]
 
@@ -146,9 +147,15 @@ async def read_header(source: ByteSource) -> RawHeader:
         SourceError: the source could not be read.
     """
     with span(Phase.HEADER, source.name) as s:
-        header = await _Parser(source).parse()
+        header = await parse_header(source)
         s.nbytes = header.bytes_read
     return header
+
+
+async def parse_header(source: ByteSource) -> RawHeader:
+    """:func:`read_header` without reporting a ``header`` span (for a caller reporting
+    its own)."""
+    return await _Parser(source).parse()
 
 
 class _Parser:

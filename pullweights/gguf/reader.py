@@ -14,6 +14,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
+from typing import Protocol
 
 from gguf.constants import (
     GGML_QUANT_SIZES,
@@ -25,7 +26,8 @@ from gguf.constants import (
 
 from pullweights.descriptor import TensorDescriptor
 from pullweights.errors import FormatError, SourceError, UnsupportedError
-from pullweights.gguf.header import RawHeader, RawTensorInfo, read_header
+from pullweights.events import Phase, span
+from pullweights.gguf.header import RawHeader, RawTensorInfo, parse_header, read_header
 from pullweights.gguf.parts import check_data_end, check_first_part, parts_hint
 from pullweights.gguf.plain import PLAIN_TYPES, plain_type
 from pullweights.gguf.split import check_not_a_lone_shard, join_shards
@@ -43,7 +45,14 @@ from pullweights.sources.resolve import (
 )
 from pullweights.weights import Payload, Transform
 
-__all__ = ["GGUFFile", "GGUFTensor", "ModelSpec", "open_gguf", "open_model_source"]
+__all__ = [
+    "GGUFFile",
+    "GGUFTensor",
+    "HeaderStore",
+    "ModelSpec",
+    "open_gguf",
+    "open_model_source",
+]
 
 #: Largest tensor accepted, in bytes (dimension products past this are corrupt headers).
 MAX_TENSOR_BYTES = 2**62
@@ -318,6 +327,7 @@ async def open_gguf(
     offline: bool = False,
     refresh: bool = False,
     progress: ProgressCallback | None = None,
+    headers: HeaderStore | None = None,
 ) -> GGUFFile:
     """Open a GGUF model: a path, part paths, a URL, an installed name, split shards, a source.
 
@@ -339,6 +349,9 @@ async def open_gguf(
         offline: open URLs from what is remembered only, with no network request.
         refresh: fetch remembered URLs' headers again.
         progress: byte progress of remote transfers.
+        headers: where parsed headers are kept by source identity (a cache's
+            :attr:`~pullweights.cache.WeightCache.headers`): a header found there is
+            not parsed again (unless ``refresh``).
 
     Raises:
         FormatError, UnsupportedError, SourceError: see :meth:`GGUFFile.open` and
@@ -365,7 +378,7 @@ async def open_gguf(
                     f"shard {index + 1} of {len(resolved.shards)} of the split GGUF "
                     f"{resolved.name} cannot be opened: {exc}"
                 ) from exc
-            files.append(await _open_file(location, source))
+            files.append(await _open_file(location, source, headers, stored=not refresh))
         if len(files) == 1:
             check_not_a_lone_shard(files[0])
             return files[0]
@@ -376,14 +389,38 @@ async def open_gguf(
         raise
 
 
-async def _open_file(location: Location, source: ByteSource) -> GGUFFile:
+class HeaderStore(Protocol):
+    """Parsed headers by :attr:`~pullweights.sources.ByteSource.identity` (see
+    :class:`pullweights.cache.headers.HeaderStore`); blocking, quick."""
+
+    def get(self, identity: str) -> RawHeader | None: ...
+
+    def put(self, identity: str, header: RawHeader) -> None: ...
+
+
+async def _header(source: ByteSource, headers: HeaderStore | None, stored: bool) -> RawHeader:
+    """``source``'s header from ``headers`` (if ``stored``), else parsed (and kept there)."""
+    if headers is None:
+        return await read_header(source)
+    with span(Phase.HEADER, source.name) as s:
+        header = headers.get(source.identity) if stored else None
+        if header is None:
+            header = await parse_header(source)
+            s.nbytes = header.bytes_read
+            headers.put(source.identity, header)
+    return header
+
+
+async def _open_file(
+    location: Location, source: ByteSource, headers: HeaderStore | None = None, stored: bool = True
+) -> GGUFFile:
     """Parse one GGUF file's header; the file owns ``source`` unless it was passed in."""
     owns = not isinstance(location, OpenSource)
     try:
         if isinstance(source, ConcatSource):
             await check_first_part(source)
         try:
-            gguf = GGUFFile(source, await read_header(source), owns_source=owns)
+            gguf = GGUFFile(source, await _header(source, headers, stored), owns_source=owns)
         except FormatError as exc:
             if not isinstance(source, ConcatSource):
                 raise

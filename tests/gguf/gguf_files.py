@@ -27,8 +27,10 @@ def write_sample(
     tokens: Sequence[str] = ("<pad>", "héllo", "wörld", "", "▁the", "日本"),
     alignment: int | None = None,
     extra_string: str | None = None,
+    nested: bool = True,
 ) -> dict[str, np.ndarray]:
-    """A GGUF with every metadata value type and F32/F16/Q8_0/Q4_K tensors of odd shapes.
+    """A GGUF with every metadata value type (arrays of arrays unless not ``nested``) and
+    F32/F16/Q8_0/Q4_K tensors of odd shapes.
 
     Returns the arrays written (numpy shape, raw bytes for quantized types). The last tensor
     is an F32 of ``big_rows x 1024`` so the file has far more data than header.
@@ -58,8 +60,9 @@ def write_sample(
     w.add_array("t.bools", [True, False, True])
     w.add_key_value("t.u64s", [1, 2**64 - 1], V.ARRAY, sub_type=V.UINT64)
     w.add_key_value("t.u8s", [0, 255], V.ARRAY, sub_type=V.UINT8)
-    w.add_array("t.nested", NESTED_INTS)
-    w.add_array("t.nested_str", NESTED_STRINGS)
+    if nested:
+        w.add_array("t.nested", NESTED_INTS)
+        w.add_array("t.nested_str", NESTED_STRINGS)
     arrays: dict[str, np.ndarray] = {
         "f32.odd": rng.standard_normal((3, 5)).astype(np.float32),
         "f16.vec": rng.standard_normal(7).astype(np.float16),
