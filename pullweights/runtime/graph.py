@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import re
 import threading
 from collections.abc import Mapping, Sequence
@@ -62,14 +63,19 @@ class _Binding:
     wrapper re-validates every value on every bind (~4 us each, about a hundred binds per
     decode step), which pullweights has done once already."""
 
-    __slots__ = ("_c", "binding")
+    __slots__ = ("_bound", "_c", "binding")
 
     def __init__(self, session: ort.InferenceSession) -> None:
         self.binding = session.io_binding()
         c = getattr(self.binding, "_iobinding", None)
         self._c = c if c is not None and hasattr(c, "bind_ortvalue_input") else None
+        #: The value bound to each input (a KV cache, a table: the same every step).
+        self._bound: dict[str, ort.OrtValue] = {}
 
     def input(self, name: str, value: ort.OrtValue) -> None:
+        if self._bound.get(name) is value:
+            return  # bound already (onnxruntime keeps an input bound until rebound)
+        self._bound[name] = value
         c_value = getattr(value, "_ortvalue", None)
         if self._c is not None and c_value is not None:
             self._c.bind_ortvalue_input(name, c_value)  # the C binding keeps it alive
@@ -82,6 +88,43 @@ class _Binding:
             self._c.bind_ortvalue_output(name, c_value)
         else:
             self.binding.bind_ortvalue_output(name, value)
+
+    def output_on_cpu(self, name: str) -> None:
+        """Let onnxruntime allocate output ``name`` on the CPU."""
+        if self._c is not None:
+            self._c.bind_output(name, _cpu_device())
+        else:
+            self.binding.bind_output(name, "cpu")
+
+    def outputs(self, wanted: Sequence[bool]) -> list[ort.OrtValue | None]:
+        """The outputs of the last run, in order; None where not ``wanted`` (the wrapper
+        builds a Python value for every output, KV caches written in place included)."""
+        if self._c is None:
+            values = self.binding.get_outputs()
+            return [v if w else None for v, w in zip(values, wanted, strict=True)]
+        vector = self._c.get_outputs()
+        return [ort.OrtValue(vector[i]) if w else None for i, w in enumerate(wanted)]
+
+    def run(self, session: ort.InferenceSession) -> None:
+        """Run ``session`` (the one this binding was made for) with these bindings."""
+        c_session = getattr(session, "_sess", None)
+        if self._c is not None and c_session is not None:
+            c_session.run_with_iobinding(self._c, None)
+        else:
+            session.run_with_iobinding(self.binding)
+
+    def clear_outputs(self) -> None:
+        if self._c is not None:
+            self._c.clear_binding_outputs()
+        else:
+            self.binding.clear_binding_outputs()
+
+
+@functools.cache
+def _cpu_device() -> Any:
+    """onnxruntime's C device object for CPU memory (made once: the wrapper makes one per
+    bind)."""
+    return ort.OrtDevice.make("cpu", 0)._get_c_device()
 
 
 class _StageRunner:
@@ -113,27 +156,28 @@ class _StageRunner:
         """Read this stage's inputs from ``values`` and add its outputs to it; outputs
         named in ``targets`` are written into those values."""
         binding = self._binding()
-        io = binding.binding
         try:
             for name in self.inputs:
                 binding.input(name, values[name])
+            wanted = []
             for name in self.outputs:
                 target = targets.get(name)
                 if target is not None:
-                    binding.output(name, target)
+                    binding.output(name, target)  # written in place: not read back
                 else:
-                    io.bind_output(name, "cpu")
+                    binding.output_on_cpu(name)
+                wanted.append(target is None)
             try:
-                self.session.run_with_iobinding(io)
+                binding.run(self.session)
             except Exception as exc:
                 where = f" in stage {self.name!r}" if self.name else ""
                 raise ComputeError(
                     f"onnxruntime failed{where}: {explain(exc, self.origins)}"
                 ) from exc
-            for name, value in zip(self.outputs, io.get_outputs(), strict=True):
-                values[name] = value
+            for name, value in zip(self.outputs, binding.outputs(wanted), strict=True):
+                values[name] = value if value is not None else targets[name]
         finally:
-            io.clear_binding_outputs()
+            binding.clear_outputs()
             with self._lock:
                 self._pool.append(binding)
 
@@ -155,6 +199,9 @@ class Graph:
         self.stages = list(stages)
         self._runners = [_StageRunner(stage) for stage in self.stages]
         self._output_names = list(self.outputs)
+        #: The input shapes of the last call that passed :meth:`check_inputs` (a decode
+        #: step has the same shapes as the one before).
+        self._checked: Mapping[str, tuple[tuple[int, ...], str]] = {}
         #: Run before every call: each file that weights are mapped views of is unchanged
         #: (a truncated map would crash the process with SIGBUS).
         self.source_checks = mapped_file_checks(
@@ -273,7 +320,9 @@ class Graph:
                 arr = _array("dispatch", name, value)
                 values[name] = ort.OrtValue.ortvalue_from_numpy(arr)
                 shapes[name] = (arr.shape, arr.dtype.name)
-        self.check_inputs(shapes)
+        if shapes != self._checked:
+            self.check_inputs(shapes)
+            self._checked = shapes
         self._check_sources()
         targets = {name: tensor.ortvalue for name, tensor in outputs.items()}
         results = await joined(self._run, values, targets)

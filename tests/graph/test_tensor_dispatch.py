@@ -145,3 +145,27 @@ async def test_compute_accepts_non_contiguous_arrays() -> None:
     x = np.arange(12, dtype=np.float32)[::4]
     result = await graph.compute({"x": x, "y": np.zeros(1, np.float32)})
     np.testing.assert_array_equal(result["z"], [0, 4, 8])
+
+
+async def test_repeated_dispatches_see_new_contents_new_tensors_and_bad_inputs() -> None:
+    """A tensor bound on one call stays bound (not re-bound) while the same tensor comes
+    back: its new contents are read, another tensor under the same name is bound in its
+    place, and a call with other shapes is checked again."""
+    graph = await _graph()
+    x = Tensor.create(np.array([1, 2, 3], np.float32))
+    y = Tensor.create(np.array([2], np.float32))
+    for step in range(3):
+        x.write(np.array([1, 2, 3], np.float32) + step)  # same tensor, new contents
+        got = await graph.dispatch({"x": x, "y": y})
+        np.testing.assert_array_equal(got["a"].read(), (np.array([1, 2, 3]) + step) * 2)
+    other = Tensor.create(np.array([5, 6, 7], np.float32))
+    got = await graph.dispatch({"x": other, "y": y})
+    np.testing.assert_array_equal(got["a"].read(), [10, 12, 14])
+    got = await graph.dispatch({"x": x, "y": y})  # and back
+    np.testing.assert_array_equal(got["a"].read(), [6, 8, 10])
+    with pytest.raises(ComputeError, match="dtype int32"):
+        await graph.dispatch({"x": np.array([1, 2, 3], np.int32), "y": y})
+    with pytest.raises(ComputeError, match="outside its bounds"):
+        await graph.dispatch({"x": np.zeros(9, np.float32), "y": y})
+    got = await graph.dispatch({"x": x, "y": y})  # the checked shapes again
+    np.testing.assert_array_equal(got["z"].read(), [5, 6, 7])
