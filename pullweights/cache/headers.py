@@ -88,6 +88,13 @@ class HeaderStore:
         except OSError as exc:
             log.debug("GGUF header not stored: %s", exc)
 
+    def discard(self, identity: str) -> None:
+        """Forget the header stored for ``identity`` (the file disagreed with it)."""
+        if identity:
+            log.warning("stored GGUF header of %s does not fit the file; it is removed", identity)
+            with contextlib.suppress(OSError):
+                os.unlink(self._path(identity))
+
     def _trim(self, directory: Path) -> None:
         items = [e for e in list_area(directory) if not e.name.startswith(".")]
         if len(items) <= MAX_HEADERS:

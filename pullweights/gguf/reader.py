@@ -397,6 +397,8 @@ class HeaderStore(Protocol):
 
     def put(self, identity: str, header: RawHeader) -> None: ...
 
+    def discard(self, identity: str) -> None: ...
+
 
 async def _header(source: ByteSource, headers: HeaderStore | None, stored: bool) -> RawHeader:
     """``source``'s header from ``headers`` (if ``stored``), else parsed (and kept there)."""
@@ -420,7 +422,14 @@ async def _open_file(
         if isinstance(source, ConcatSource):
             await check_first_part(source)
         try:
-            gguf = GGUFFile(source, await _header(source, headers, stored), owns_source=owns)
+            try:
+                gguf = GGUFFile(source, await _header(source, headers, stored), owns_source=owns)
+            except FormatError:
+                if headers is None or not stored:
+                    raise
+                # A stored header the file disagrees with is dropped: the file decides.
+                headers.discard(source.identity)
+                gguf = GGUFFile(source, await _header(source, headers, False), owns_source=owns)
         except FormatError as exc:
             if not isinstance(source, ConcatSource):
                 raise

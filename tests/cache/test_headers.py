@@ -94,3 +94,24 @@ async def test_at_most_max_headers_are_kept(
         write_sample(path, big_rows=1, nested=False)
         await _tensors(path, cache)
     assert len(list((cache.root / headers.AREA).iterdir())) == 2
+
+
+async def test_a_stored_header_the_file_disagrees_with_is_dropped(
+    model: Path, cache: WeightCache, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A header stored under this identity that the file cannot hold (its tensors past
+    the end: what a same-size, same-mtime rewrite could leave) is removed and the file
+    parsed."""
+    want = await _tensors(model, cache)
+    async with await open_gguf(model) as gguf:
+        identity = gguf.source.identity
+    store = cache.headers
+    stored = store.get(identity)
+    assert stored is not None
+    stored.end = model.stat().st_size + 4096  # the data would start past the end
+    store.put(identity, stored)
+    with caplog.at_level(logging.WARNING, "pullweights.cache"):
+        assert await _tensors(model, cache) == want
+    assert "does not fit the file" in caplog.text
+    fresh = store.get(identity)
+    assert fresh is not None and fresh.end < model.stat().st_size
