@@ -10,7 +10,8 @@ use SHA-256.
 
 A file verified once is not re-read by the same process while its inode, size, mtime
 and ctime stay the same (any write changes them), so a second load in one process, or
-a file shared by several entries, costs one ``fstat``.
+a file shared by several entries, costs one ``fstat``; across processes the same holds
+per entry through :mod:`.stamps`.
 """
 
 from __future__ import annotations

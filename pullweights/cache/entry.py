@@ -3,7 +3,8 @@
 Reads never go through zarr (it copies every chunk twice and would turn a missing chunk
 into zeros): each file is opened without following links (:mod:`.confined`), checked to
 have exactly its recorded size and, before a runtime sees it, its recorded checksum
-(:mod:`.checksum`); a weight part is then mapped read-only, so the array *is* the page
+(:mod:`.checksum`; an entry stamped as verified and unchanged since is not read again,
+:mod:`.stamps`); a weight part is then mapped read-only, so the array *is* the page
 cache. The same checks serve weight entries and saved sessions.
 """
 
@@ -138,7 +139,8 @@ def open_entry(
 ) -> tuple[dict[str, np.ndarray], list[mmap.mmap]]:
     """Read-only arrays of every part of a weight entry, and the maps behind them.
 
-    With ``verify`` every file's checksum is checked first (once per process per file).
+    With ``verify`` every file's checksum is checked first (unless its stamp shows it
+    verified and unchanged: :mod:`.stamps`).
 
     Raises:
         CorruptEntry: a file is missing, a link, or of the wrong size or checksum.
