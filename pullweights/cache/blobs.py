@@ -17,12 +17,14 @@ import struct
 from pathlib import Path
 
 from pullweights.cache.checksum import checksum
-from pullweights.cache.confined import Outside, area, read_inside, replace_file
+from pullweights.cache.confined import Outside, area, list_area, read_inside, replace_file
 
-__all__ = ["MAX_BLOB", "read_blob", "write_blob"]
+__all__ = ["AREA", "MAX_BLOB", "blob_path", "list_blobs", "read_blob", "write_blob"]
 
 log = logging.getLogger("pullweights.cache")
 
+#: The cache area holding blobs.
+AREA = "blobs"
 #: Largest blob kept (a compiled tokenizer of a 262k vocabulary is ~6 MB).
 MAX_BLOB = 256 << 20
 _MAGIC = b"pwblob1\n"
@@ -30,18 +32,28 @@ _HEADER = struct.Struct("<8s32sQ")  # magic, checksum (ascii, padded), payload l
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 
 
-def _path(root: Path, kind: str, key: str) -> Path:
+def blob_path(root: Path, kind: str, key: str) -> Path:
+    """Where blob ``kind``/``key`` lives (its area is made if missing)."""
     name = f"{kind}-{key}"
     if not _NAME_RE.match(kind) or not _NAME_RE.match(key) or len(name) > 128:
         raise ValueError(f"blob name {name!r} is not allowed")
-    return area(root, "blobs") / f"{name}.blob"
+    return area(root, AREA) / f"{name}.blob"
+
+
+def list_blobs(root: Path, kind: str) -> list[Path]:
+    """The files of every blob of ``kind``."""
+    return [
+        Path(e.path)
+        for e in list_area(root / AREA)
+        if e.name.startswith(f"{kind}-") and e.name.endswith(".blob")
+    ]
 
 
 def read_blob(root: Path, kind: str, key: str) -> bytes | None:
     """The payload of blob ``kind``/``key`` under the cache ``root``, or None when it is
     absent, damaged or unreadable."""
     try:
-        path = _path(root, kind, key)
+        path = blob_path(root, kind, key)
         data = read_inside(root, path, limit=MAX_BLOB + _HEADER.size)
     except (FileNotFoundError, NotADirectoryError):
         return None
@@ -69,7 +81,7 @@ def write_blob(root: Path, kind: str, key: str, payload: bytes) -> bool:
         return False
     header = _HEADER.pack(_MAGIC, checksum(payload).encode("ascii"), len(payload))
     try:
-        replace_file(root, _path(root, kind, key), header + payload)
+        replace_file(root, blob_path(root, kind, key), header + payload)
     except (Outside, OSError) as exc:
         log.warning("cache blob %s-%s cannot be written: %s", kind, key, exc)
         return False

@@ -15,7 +15,8 @@
       models/<model key>.json           which entries and sessions a model uses (:mod:`.models`)
       remote/                           remembered URL headers (:mod:`pullweights.sources.remote`)
       verified/<kind>-<key>             entries verified unchanged since (:mod:`.stamps`)
-      headers/<identity digest>         parsed GGUF headers (:mod:`.headers`)
+      blobs/<kind>-<key>.blob           derived artifacts: compiled tokenizers, parsed GGUF
+                                        headers (:mod:`.blobs`, :mod:`.headers`)
       staging/<key>.<pid>.<token>/      an entry being written (same layout, not yet visible)
       trash/                            entries and staging dirs being deleted
 

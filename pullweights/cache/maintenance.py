@@ -17,7 +17,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pullweights.cache import headers, stamps
+from pullweights.cache import blobs, stamps
 from pullweights.cache.confined import area, is_area_link
 from pullweights.cache.entry import verify_entry
 from pullweights.cache.eviction import scan
@@ -52,7 +52,7 @@ AREAS = (
     "staging",
     "trash",
     stamps.AREA,
-    headers.AREA,
+    blobs.AREA,
 )
 #: Name of the row of entries no model claims.
 NO_MODEL = "(no model)"

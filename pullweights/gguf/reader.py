@@ -402,14 +402,13 @@ class HeaderStore(Protocol):
 
 async def _header(source: ByteSource, headers: HeaderStore | None, stored: bool) -> RawHeader:
     """``source``'s header from ``headers`` (if ``stored``), else parsed (and kept there)."""
-    if headers is None:
-        return await read_header(source)
     with span(Phase.HEADER, source.name) as s:
-        header = headers.get(source.identity) if stored else None
+        header = headers.get(source.identity) if headers is not None and stored else None
         if header is None:
             header = await parse_header(source)
             s.nbytes = header.bytes_read
-            headers.put(source.identity, header)
+            if headers is not None:
+                headers.put(source.identity, header)
     return header
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pullweights.cache import WeightCache, headers
+from pullweights.cache import WeightCache, blobs, headers
 from pullweights.gguf import open_gguf
 from pullweights.gguf import reader as gguf_reader
 from tests.gguf.gguf_files import write_sample
@@ -80,7 +80,7 @@ async def test_an_unwritable_cache_keeps_no_header(
     def refuse(*args: object, **kwargs: object) -> None:
         raise OSError(30, "Read-only file system")
 
-    monkeypatch.setattr(headers, "replace_file", refuse)
+    monkeypatch.setattr(blobs, "replace_file", refuse)
     assert await _tensors(model, cache)
     assert not list((cache.root / headers.AREA).iterdir())
 
