@@ -22,6 +22,7 @@ import pytest
 from .numerics import LLAMACPP
 from .numpy_llm import ReferenceModel, reference_logits
 from .real_models import gemma3_270m_path, qwen2_05b_path
+from .subprocess_runner import run_requests
 from .tiny_models import Arch, write_tiny_model
 
 ARCHS: tuple[Arch, ...] = ("llama", "qwen2", "gemma3")
@@ -61,20 +62,7 @@ def llamacpp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunLlamaCpp]:
         n = next(counter)
         for i, r in enumerate(requests):
             r.setdefault("out", str(work / f"out-{n}-{i}.npz"))
-        req = work / f"req-{n}.json"
-        req.write_text(json.dumps(requests))
-        done = subprocess.run(
-            [str(LLAMACPP_PYTHON), str(RUNNER), str(req)],
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        assert done.returncode == 0, done.stderr[-2000:]
-        results = []
-        for r in requests:
-            with np.load(r["out"]) as d:
-                results.append({k: d[k] for k in d.files})
-        return results
+        return run_requests(LLAMACPP_PYTHON, RUNNER, requests, work / f"req-{n}.json")
 
     yield run
 

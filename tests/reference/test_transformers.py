@@ -46,6 +46,7 @@ from loaders import LanguageModel, load_model
 from pullweights.runtime.context import create_context
 
 from .numpy_llm import ReferenceModel
+from .subprocess_runner import run_requests
 from .tiny_models import Llama3Rope, TinyConfig, tiny_config, vocab_for, write_tiny_model
 
 pytestmark = pytest.mark.reference
@@ -170,21 +171,13 @@ def transformers_results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, 
         request = hf_request(case, path)
         request["out"] = str(work / f"{case.id}.npz")
         requests.append(request)
-    req = work / "requests.json"
-    req.write_text(json.dumps(requests))
-    done = subprocess.run(
-        [str(python), str(RUNNER), str(req)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    outputs = run_requests(
+        python, RUNNER, requests, work / "requests.json", env={"HF_HUB_OFFLINE": "1"}
     )
-    assert done.returncode == 0, done.stderr[-3000:]
-    results: dict[str, Any] = {}
-    for case, request in zip(CASES, requests, strict=True):
-        with np.load(request["out"]) as d:
-            results[case.id] = {"path": paths[case.id], **{k: d[k] for k in d.files}}
-    return results
+    return {
+        case.id: {"path": paths[case.id], **arrays}
+        for case, arrays in zip(CASES, outputs, strict=True)
+    }
 
 
 async def _load(path: Path, tmp_path: Path) -> LanguageModel:
