@@ -32,6 +32,7 @@ from loaders.tokenizer_bpe import BpeBackend, build_bpe_tokenizer, byte_decoder
 from loaders.tokenizer_metadata import (
     EOG_TOKEN_TEXTS,
     PREFIX,
+    SPECIAL_TYPES,
     TokenType,
     eog_ids,
     get_bool,
@@ -52,7 +53,6 @@ __all__ = ["EOG_TOKEN_TEXTS", "MAX_ENCODE_CHARS", "StreamDecoder", "TokenType", 
 #: of working memory per character (10 M characters: ~850 MB, ~9 s).
 MAX_ENCODE_CHARS = 1 << 22
 
-_SPECIAL_TYPES = (TokenType.CONTROL, TokenType.USER_DEFINED, TokenType.UNKNOWN)
 _SKIPPED_TYPES = (TokenType.CONTROL, TokenType.UNKNOWN)
 
 
@@ -316,12 +316,12 @@ class Tokenizer:
         first = 1 if ids and ids[0] == self.bos_id else 0
         if first >= len(ids):
             return False
-        return bool(self._types[ids[first]] not in _SPECIAL_TYPES)
+        return bool(self._types[ids[first]] not in SPECIAL_TYPES)
 
     def _piece(self, token_id: int) -> bytes:
         token = self._tokens[token_id]
         kind = self._types[token_id]
-        if kind in _SPECIAL_TYPES:
+        if kind in SPECIAL_TYPES:
             return token.encode()
         if kind == TokenType.UNUSED:
             return b""

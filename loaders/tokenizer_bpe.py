@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 from tokenizers import AddedToken, Regex, Tokenizer, models, pre_tokenizers
 
-from loaders.tokenizer_metadata import TokenType
+from loaders.tokenizer_metadata import SPECIAL_TYPES, TokenType
 from pullweights.errors import FormatError, UnsupportedError
 
 __all__ = ["PRE_TOKENIZERS", "BpeBackend", "build_bpe_tokenizer", "byte_decoder", "parse_merges"]
@@ -104,8 +104,7 @@ class BpeBackend:
     ) -> None:
         self._tokenizer = tokenizer
         self._lock = threading.Lock()  # guards the encode_special_tokens switch
-        kinds = (TokenType.CONTROL, TokenType.USER_DEFINED, TokenType.UNKNOWN)
-        ids = np.flatnonzero(np.isin(types, kinds)).tolist()
+        ids = np.flatnonzero(np.isin(types, SPECIAL_TYPES)).tolist()
         user = TokenType.USER_DEFINED
         tokenizer.add_special_tokens(
             [AddedToken(tokens[i], special=True, normalized=False) for i in ids if types[i] != user]

@@ -18,6 +18,7 @@ from pullweights.errors import FormatError
 __all__ = [
     "EOG_TOKEN_TEXTS",
     "PREFIX",
+    "SPECIAL_TYPES",
     "TokenType",
     "eog_ids",
     "get_bool",
@@ -43,6 +44,11 @@ class TokenType(IntEnum):
     USER_DEFINED = 4
     UNUSED = 5
     BYTE = 6
+
+
+SPECIAL_TYPES = (TokenType.CONTROL, TokenType.USER_DEFINED, TokenType.UNKNOWN)
+"""Entries matched as whole added tokens, not tokenized from their text (control and
+unknown ones only where special tokens are parsed, user-defined ones always)."""
 
 
 EOG_TOKEN_TEXTS = frozenset(

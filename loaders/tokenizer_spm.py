@@ -31,7 +31,7 @@ import numpy.typing as npt
 from sentencepiece import SentencePieceProcessor
 from sentencepiece import sentencepiece_model_pb2 as _pb2
 
-from loaders.tokenizer_metadata import TokenType
+from loaders.tokenizer_metadata import SPECIAL_TYPES, TokenType
 from pullweights.errors import FormatError
 
 spm_pb2: Any = _pb2  # generated protobuf module (no type information)
@@ -105,9 +105,7 @@ class SpmBackend:
             raise FormatError(f"tokenizer: the SentencePiece model is not valid: {exc}") from exc
         self._sp = processor
         self._lock = threading.Lock()
-        special = np.flatnonzero(
-            np.isin(types, (TokenType.CONTROL, TokenType.UNKNOWN, TokenType.USER_DEFINED))
-        )
+        special = np.flatnonzero(np.isin(types, SPECIAL_TYPES))
         self._ids = {tokens[i]: int(i) for i in special.tolist() if tokens[i]}
         # llama.cpp's order: longest first (its sort is stable on ids for equal lengths)
         ordered = sorted(self._ids, key=lambda t: (-len(t), self._ids[t]))
