@@ -3,20 +3,18 @@
 Each stage is one session (see :mod:`pullweights.graph.stages`). A call runs the stages
 in order in one worker thread; a value one stage makes and a later one reads stays an
 onnxruntime value between them (never copied to numpy). Every stage keeps a few
-``IOBinding`` objects with its weights bound once, so a call binds only what changes:
-the step's inputs, the links and the outputs. ``compute`` checks every input against its
-descriptor, symbolic dimension bounds included.
+``IOBinding`` objects with its weights bound once (:mod:`pullweights.runtime.runner`), so
+a call binds only what changes: the step's inputs, the links and the outputs; calls that
+repeat the input shapes of the call before (decode steps) run through a
+:class:`~pullweights.runtime.wiring.FixedWiring` that binds even less. ``compute`` checks
+every input against its descriptor, symbolic dimension bounds included.
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
-import functools
-import re
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,161 +23,14 @@ import onnxruntime as ort
 
 from pullweights.descriptor import Dim, TensorDescriptor
 from pullweights.errors import ComputeError
-from pullweights.graph.lowering import LoweredGraph, LoweredStage
+from pullweights.graph.lowering import LoweredGraph
+from pullweights.runtime.runner import CompiledStage, StageRunner, explain
 from pullweights.runtime.tensor import Tensor
 from pullweights.runtime.threads import joined
+from pullweights.runtime.wiring import FixedWiring, Signature, dim_sizes
 from pullweights.sources.file import mapped_file_checks
 
 __all__ = ["CompiledStage", "Graph", "explain"]
-
-
-def explain(exc: BaseException, origins: Mapping[str, str]) -> str:
-    """onnxruntime's message, with node names mapped back to the builder calls."""
-    text = str(exc)
-    found = [origins[n] for n in sorted(set(re.findall(r"[A-Za-z_]+:\d+", text))) if n in origins]
-    return text + ("" if not found else "\n  from: " + "\n  from: ".join(found))
-
-
-@dataclass
-class CompiledStage:
-    """One stage's session and the weights bound to it."""
-
-    lowered: LoweredStage
-    session: ort.InferenceSession
-    #: Bound weights and large constants by input name (numpy views kept alive).
-    weights: Mapping[str, np.ndarray]
-    #: Buffers onnxruntime reads but does not own (initializers given with
-    #: ``add_initializer``): dropping them while the session lives would crash it.
-    keepalive: list[Any] = field(default_factory=list)
-    #: True when the session was created from a saved session in the cache.
-    from_saved: bool = False
-    #: Resolves to the saved entry's directory (None if saving failed) while this stage's
-    #: session is being saved; None when nothing is saved.
-    save: concurrent.futures.Future[Path | None] | None = None
-
-
-class _Binding:
-    """An ``IOBinding`` bound through onnxruntime's C object where it has one: the Python
-    wrapper re-validates every value on every bind (~4 us each, about a hundred binds per
-    decode step), which pullweights has done once already."""
-
-    __slots__ = ("_bound", "_c", "binding")
-
-    def __init__(self, session: ort.InferenceSession) -> None:
-        self.binding = session.io_binding()
-        c = getattr(self.binding, "_iobinding", None)
-        self._c = c if c is not None and hasattr(c, "bind_ortvalue_input") else None
-        #: The value bound to each input (a KV cache, a table: the same every step).
-        self._bound: dict[str, ort.OrtValue] = {}
-
-    def input(self, name: str, value: ort.OrtValue) -> None:
-        if self._bound.get(name) is value:
-            return  # bound already (onnxruntime keeps an input bound until rebound)
-        self._bound[name] = value
-        c_value = getattr(value, "_ortvalue", None)
-        if self._c is not None and c_value is not None:
-            self._c.bind_ortvalue_input(name, c_value)  # the C binding keeps it alive
-        else:
-            self.binding.bind_ortvalue_input(name, value)
-
-    def output(self, name: str, value: ort.OrtValue) -> None:
-        c_value = getattr(value, "_ortvalue", None)
-        if self._c is not None and c_value is not None:
-            self._c.bind_ortvalue_output(name, c_value)
-        else:
-            self.binding.bind_ortvalue_output(name, value)
-
-    def output_on_cpu(self, name: str) -> None:
-        """Let onnxruntime allocate output ``name`` on the CPU."""
-        if self._c is not None:
-            self._c.bind_output(name, _cpu_device())
-        else:
-            self.binding.bind_output(name, "cpu")
-
-    def outputs(self, wanted: Sequence[bool]) -> list[ort.OrtValue | None]:
-        """The outputs of the last run, in order; None where not ``wanted`` (the wrapper
-        builds a Python value for every output, KV caches written in place included)."""
-        if self._c is None:
-            values = self.binding.get_outputs()
-            return [v if w else None for v, w in zip(values, wanted, strict=True)]
-        vector = self._c.get_outputs()
-        return [ort.OrtValue(vector[i]) if w else None for i, w in enumerate(wanted)]
-
-    def run(self, session: ort.InferenceSession) -> None:
-        """Run ``session`` (the one this binding was made for) with these bindings."""
-        c_session = getattr(session, "_sess", None)
-        if self._c is not None and c_session is not None:
-            c_session.run_with_iobinding(self._c, None)
-        else:
-            session.run_with_iobinding(self.binding)
-
-    def clear_outputs(self) -> None:
-        if self._c is not None:
-            self._c.clear_binding_outputs()
-        else:
-            self.binding.clear_binding_outputs()
-
-
-@functools.cache
-def _cpu_device() -> Any:
-    """onnxruntime's C device object for CPU memory (made once: the wrapper makes one per
-    bind)."""
-    return ort.OrtDevice.make("cpu", 0)._get_c_device()
-
-
-class _StageRunner:
-    """Runs one stage through pooled bindings whose weights stay bound."""
-
-    def __init__(self, stage: CompiledStage) -> None:
-        self.stage = stage
-        self.name = stage.lowered.name
-        self.session = stage.session
-        self.origins = stage.lowered.origins
-        self.inputs = list(stage.lowered.inputs)
-        self.outputs = list(stage.lowered.outputs)
-        self._weights = {
-            name: ort.OrtValue.ortvalue_from_numpy(arr) for name, arr in stage.weights.items()
-        }
-        self._pool: list[_Binding] = []
-        self._lock = threading.Lock()
-
-    def _binding(self) -> _Binding:
-        with self._lock:
-            if self._pool:
-                return self._pool.pop()
-        binding = _Binding(self.session)
-        for name, value in self._weights.items():
-            binding.input(name, value)
-        return binding
-
-    def run(self, values: dict[str, ort.OrtValue], targets: Mapping[str, ort.OrtValue]) -> None:
-        """Read this stage's inputs from ``values`` and add its outputs to it; outputs
-        named in ``targets`` are written into those values."""
-        binding = self._binding()
-        try:
-            for name in self.inputs:
-                binding.input(name, values[name])
-            wanted = []
-            for name in self.outputs:
-                target = targets.get(name)
-                if target is not None:
-                    binding.output(name, target)  # written in place: not read back
-                else:
-                    binding.output_on_cpu(name)
-                wanted.append(target is None)
-            try:
-                binding.run(self.session)
-            except Exception as exc:
-                where = f" in stage {self.name!r}" if self.name else ""
-                raise ComputeError(
-                    f"onnxruntime failed{where}: {explain(exc, self.origins)}"
-                ) from exc
-            for name, value in zip(self.outputs, binding.outputs(wanted), strict=True):
-                values[name] = value if value is not None else targets[name]
-        finally:
-            binding.clear_outputs()
-            with self._lock:
-                self._pool.append(binding)
 
 
 class Graph:
@@ -197,7 +48,7 @@ class Graph:
         self.outputs: dict[str, TensorDescriptor] = dict(lowered.outputs)
         self.origins = lowered.origins
         self.stages = list(stages)
-        self._runners = [_StageRunner(stage) for stage in self.stages]
+        self._runners = [StageRunner(stage) for stage in self.stages]
         self._output_names = list(self.outputs)
         #: The input shapes of the last call that passed :meth:`check_inputs` (a decode
         #: step has the same shapes as the one before).
@@ -207,6 +58,12 @@ class Graph:
         self.source_checks = mapped_file_checks(
             ref.payload.source for ref in lowered.weights.values() if ref.payload.transform is None
         )
+        #: The signature of the last general call, and the wiring made when one repeated.
+        self._last_signature: Signature | None = None
+        self._wiring: FixedWiring | None = None
+        self._wiring_lock = threading.Lock()
+        #: False: every call takes the general path (for comparisons and debugging).
+        self.wire_repeated_calls = True
         #: Payloads this graph's load found in the weight cache / transformed itself.
         self.cache_hits = 0
         self.transformed = 0
@@ -283,7 +140,8 @@ class Graph:
         self.check_inputs({n: (a.shape, a.dtype.name) for n, a in arrays.items()})
         self._check_sources()
         values = {n: ort.OrtValue.ortvalue_from_numpy(a) for n, a in arrays.items()}
-        results = await joined(self._run, values, {})
+        shapes = {n: (a.shape, a.dtype.name) for n, a in arrays.items()}
+        results = await joined(self._run, values, {}, shapes)
         return {name: results[name].numpy() for name in self._output_names}
 
     async def dispatch(
@@ -325,7 +183,7 @@ class Graph:
             self._checked = shapes
         self._check_sources()
         targets = {name: tensor.ortvalue for name, tensor in outputs.items()}
-        results = await joined(self._run, values, targets)
+        results = await joined(self._run, values, targets, shapes)
         return {
             name: outputs[name] if name in outputs else Tensor.wrap_output(results[name])
             for name in self._output_names
@@ -336,10 +194,43 @@ class Graph:
             check()
 
     def _run(
-        self, values: dict[str, ort.OrtValue], targets: Mapping[str, ort.OrtValue]
+        self,
+        values: dict[str, ort.OrtValue],
+        targets: Mapping[str, ort.OrtValue],
+        shapes: Mapping[str, tuple[tuple[int, ...], str]],
     ) -> dict[str, ort.OrtValue]:
+        signature: Signature = (tuple(sorted(shapes.items())), frozenset(targets))
+        wiring = self._wiring
+        if (
+            wiring is not None
+            and wiring.signature == signature
+            and self._wiring_lock.acquire(blocking=False)
+        ):
+            try:
+                return wiring.run(values, targets)
+            except BaseException:
+                self._wiring = None  # made again from the next repeated call
+                raise
+            finally:
+                self._wiring_lock.release()
         for runner in self._runners:
             runner.run(values, targets)
+        if (
+            self.wire_repeated_calls
+            and signature == self._last_signature
+            and (wiring is None or wiring.signature != signature)
+        ):
+            # A wiring stays until calls of another signature repeat: a decode step's
+            # survives the prompt of the next turn.
+            self._wiring = FixedWiring.make(
+                signature,
+                self._runners,
+                self.outputs,
+                dim_sizes(self.inputs, shapes),
+                values,
+                targets,
+            )
+        self._last_signature = signature
         return values
 
 
