@@ -34,7 +34,8 @@ async def measure(model_name: str, threads: int, steps: int, context: int) -> di
     general = await load_model(model_name, context=ctx, context_length=context)
     general.graph.wire_repeated_calls = False
     prompt = np.arange(100, 228, dtype=np.int64)
-    tokens, times = [], {"wired": [], "general": []}
+    tokens: list[int] = []
+    times: dict[str, list[float]] = {"wired": [], "general": []}
     for model in (wired, general):
         model.reset()
         tokens.append(int(np.argmax((await model.forward(prompt))[-1])))

@@ -96,6 +96,7 @@ async def load_model(
     stages: StagePlan = "auto",
     slots: int = 1,
     on_plan: Callable[[LoadPlan], object] | None = None,
+    stack_weights: bool = True,
 ) -> LanguageModel:
     """Open a GGUF model, build its decoder graph, pull its weights and compile.
 
@@ -122,6 +123,9 @@ async def load_model(
             :class:`LoadPlan` once the header is read and before any weight is pulled:
             the config, the context length the load uses, the metadata, and a way to
             count a prompt's tokens. An exception it raises ends the load.
+        stack_weights: run each block's Q/K/V and gate/up projections as one matmul
+            where their types allow (:data:`pullweights.gguf.stacked.STACKS`; the
+            default); False runs one matmul per weight (for comparisons).
 
     Raises:
         UnsupportedError: an architecture or tensor type that is not handled.
@@ -139,6 +143,7 @@ async def load_model(
         "stages": stages,
         "slots": slots,
         "on_plan": on_plan,
+        "stack_weights": bool(stack_weights),
     }
     if isinstance(model, GGUFFile):
         return await _load(model, context, options)

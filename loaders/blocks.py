@@ -42,6 +42,7 @@ import numpy as np
 from loaders.config import ModelConfig
 from loaders.weights import WeightMap
 from pullweights.descriptor import Dim, TensorDescriptor
+from pullweights.gguf.stacked import stack_members
 from pullweights.graph.builder import GraphBuilder
 from pullweights.graph.operand import Operand
 
@@ -179,9 +180,7 @@ def attention(b: GraphBuilder, w: WeightMap, io: DecoderInputs, layer: int, x: O
     """
     c = io.config
     p = f"blk.{layer}."
-    q = w.linear(x, p + "attn_q.weight", p + "attn_q.bias")
-    k = w.linear(x, p + "attn_k.weight", p + "attn_k.bias")
-    v = w.linear(x, p + "attn_v.weight", p + "attn_v.bias")
+    q, k, v = w.linears(x, stack_members(p, "attn_qkv"), stack_members(p, "attn_qkv", "bias"))
     if w.has(p + "attn_q_norm.weight"):
         q = _head_norm(b, w, q, p + "attn_q_norm.weight", c.n_heads, c)
         k = _head_norm(b, w, k, p + "attn_k_norm.weight", c.n_kv_heads, c)
@@ -217,8 +216,7 @@ def feed_forward(
 ) -> Operand:
     """Gated MLP of block ``layer``: ``down(act(gate(x)) * up(x))``."""
     p = f"blk.{layer}."
-    gate = w.linear(x, p + "ffn_gate.weight")
-    up = w.linear(x, p + "ffn_up.weight")
+    gate, up = w.linears(x, stack_members(p, "ffn_gate_up"))
     act = b.silu(gate) if activation == "silu" else b.gelu(gate, approximate="tanh")
     return w.linear(b.mul(act, up), p + "ffn_down.weight")
 

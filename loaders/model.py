@@ -171,6 +171,7 @@ async def build_model(
     stages: StagePlan = "auto",
     slots: int = 1,
     on_plan: Callable[[LoadPlan], object] | None = None,
+    stack_weights: bool = True,
 ) -> LanguageModel:
     """Build, load and compile ``gguf`` as ``architecture`` (see :func:`loaders.load_model`)."""
     start = time.perf_counter()
@@ -207,7 +208,7 @@ async def build_model(
             if inspect.isawaitable(checked):
                 await checked
         builder = GraphBuilder(context)
-        weights = WeightMap(builder, gguf, accuracy_level=accuracy_level)
+        weights = WeightMap(builder, gguf, accuracy_level=accuracy_level, stack=stack_weights)
         io = DecoderInputs.declare(builder, config, length)
         logits = architecture.build(builder, weights, io)
         payloads = weights.payloads

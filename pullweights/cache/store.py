@@ -512,7 +512,7 @@ class WeightCache:
         compile calls once its graph is ready); ``sessions`` go to each of them."""
         by_source: dict[str, tuple[ByteSource, list[Payload]]] = {}
         for ref in refs:
-            source = ref.payload.source
+            source = ref.payload.source.model_source  # a slice of a file: that file's
             by_source.setdefault(source.identity, (source, []))[1].append(ref.payload)
         keys = list(sessions)
         for source, payloads in by_source.values():

@@ -73,10 +73,20 @@ async def run(args: argparse.Namespace) -> int:
 def _layout_namer(gguf: GGUFFile) -> Callable[[GGUFTensor], str]:
     """What a load builds for each tensor (:func:`~pullweights.gguf.layouts.layout_name`):
     the layout the loaders choose, the embedding table also as the output head when the
-    file has no ``output.weight``."""
+    file has no ``output.weight``, and the weights run as one stacked matmul
+    (:data:`~pullweights.gguf.stacked.STACKS`)."""
     from pullweights.gguf.layouts import layout_name
+    from pullweights.gguf.stacked import stack_of, stacked_transform
 
     tied = "output.weight" not in gguf.tensors
+
+    def stacked(tensor: GGUFTensor) -> str:
+        members = stack_of(tensor.name)
+        if not members or not all(m in gguf.tensors for m in members):
+            return ""
+        if stacked_transform([gguf.tensors[m] for m in members]) is None:
+            return ""
+        return " (stacked: " + " + ".join(m.split(".")[-2] for m in members) + ")"
 
     def name(tensor: GGUFTensor) -> str:
         try:
@@ -85,7 +95,7 @@ def _layout_namer(gguf: GGUFFile) -> Callable[[GGUFTensor], str]:
                 tensor.name,
                 tensor.shape,
                 tied_head=tied and tensor.name == "token_embd.weight",
-            )
+            ) + stacked(tensor)
         except PullWeightsError as exc:
             return f"unusable ({exc})"
 

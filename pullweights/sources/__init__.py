@@ -15,6 +15,7 @@ from pullweights.sources.file import FileSource
 from pullweights.sources.http_settings import HttpSettings
 from pullweights.sources.memory import MemorySource
 from pullweights.sources.resolve import ModelSpec, ResolvedModel, open_location, resolve_model
+from pullweights.sources.slice import SliceSource
 
 if TYPE_CHECKING:
     from pullweights.sources.http import HttpSource
@@ -33,6 +34,7 @@ __all__ = [
     "ProgressMeter",
     "RemoteSource",
     "ResolvedModel",
+    "SliceSource",
     "TqdmProgress",
     "open_location",
     "resolve_model",

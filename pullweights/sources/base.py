@@ -29,6 +29,13 @@ class ByteSource(abc.ABC):
     #: download): a loader may keep less of what it made from them and redo it later.
     local: bool = False
 
+    @property
+    def model_source(self) -> ByteSource:
+        """The source of the whole model these bytes belong to: itself, unless it is carved
+        out of another (:class:`~pullweights.sources.slice.SliceSource`); the cache
+        records a model's entries under it."""
+        return self
+
     @abc.abstractmethod
     async def read_into(self, offset: int, out: memoryview) -> None:
         """Fill ``out`` with the bytes at ``offset``; raise :class:`SourceError` if short."""

@@ -41,6 +41,13 @@ class ConcatSource(ByteSource):
         self.identity = "concat:" + digest.hexdigest()
         self.local = all(p.local for p in self.parts)
 
+    @property
+    def model_source(self) -> ByteSource:
+        """The parts' model source when they all share one (slices of one file), else
+        this source."""
+        first = self.parts[0].model_source
+        return first if all(p.model_source is first for p in self.parts) else self
+
     @classmethod
     def from_paths(cls, paths: Sequence[str | os.PathLike[str]]) -> ConcatSource:
         """Open each path as a :class:`FileSource` and join them in the given order."""

@@ -1,8 +1,9 @@
 """The loaders build exactly the layouts ``pullweights inspect`` names.
 
 ``inspect`` names a tensor's layout from :func:`choose_transform` with the role its name
-implies (:func:`tensor_role`); here every payload the loaders declare for tiny models of
-each architecture and several types is checked against that same choice.
+implies (:func:`tensor_role`), and marks the weights run as one stacked matmul; here every
+payload the loaders declare for tiny models of each architecture and several types is
+checked against that same choice.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ from loaders import architecture_for
 from loaders.blocks import DecoderInputs
 from loaders.weights import WeightMap
 from pullweights import GraphBuilder, create_context
+from pullweights.cli.inspect import _layout_namer
 from pullweights.gguf import open_gguf
 from pullweights.gguf.layouts import choose_transform, layout_name, tensor_role
+from pullweights.gguf.stacked import stacked_transform
 from tests.reference import write_tiny_model
 
 CASES = [
@@ -47,9 +50,21 @@ async def test_loaders_use_the_layout_inspect_names(
         architecture.build(builder, weights, DecoderInputs.declare(builder, config, 64))
         declared = {p.label: p for p in weights.payloads}
         assert declared, "the loaders declared no weights"
-        for name, payload in declared.items():
-            tensor = gguf.tensor(name)
-            chosen = choose_transform(tensor.ggml_type, tensor.shape, tensor_role(name))
-            assert _key(payload.transform) == _key(chosen), name
-            shown = layout_name(tensor.ggml_type, name, tensor.shape)
-            assert not shown.startswith("unsupported"), (name, shown)
+        shown_as = _layout_namer(gguf)
+        stacked_names = set()
+        for label, payload in declared.items():
+            names = label.split("+")
+            if len(names) > 1:
+                members = [gguf.tensor(n) for n in names]
+                assert _key(payload.transform) == _key(stacked_transform(members)), label
+                stacked_names.update(names)
+                continue
+            tensor = gguf.tensor(label)
+            chosen = choose_transform(tensor.ggml_type, tensor.shape, tensor_role(label))
+            assert _key(payload.transform) == _key(chosen), label
+            shown = layout_name(tensor.ggml_type, label, tensor.shape)
+            assert not shown.startswith("unsupported"), (label, shown)
+        shown_stacked = {n for n, t in gguf.tensors.items() if "(stacked:" in shown_as(t)}
+        assert shown_stacked == stacked_names
+        if quant == "Q8_0":  # every block's Q/K/V and gate/up are one type: all stack
+            assert len(stacked_names) == 5 * config.n_layers, sorted(stacked_names)

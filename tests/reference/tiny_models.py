@@ -377,6 +377,7 @@ def write_tiny_model(
     seed: int = 0,
     quant: str | None = None,
     embd_quant: str | None = "same",
+    name_order: bool = False,
     **overrides: object,
 ) -> Path:
     """Write a tiny random-weight GGUF model of ``arch`` to ``path`` and return the path.
@@ -390,6 +391,8 @@ def write_tiny_model(
             ``"mixed"`` for a per-role mix of all of them (see ``MIXED_QUANT``); None = F32.
             Norms and biases stay F32.
         embd_quant: type of ``token_embd.weight``; ``"same"`` (default) follows ``quant``.
+        name_order: write the tensors sorted by name, as some converters do (a block's
+            Q, K and V are then not back to back); default: block order.
         **overrides: ``TinyConfig`` fields (``n_layers=4``, ``tie_embeddings=True``,
             ``sliding_window=8``, ``llama3_rope=Llama3Rope()``, ...).
 
@@ -401,5 +404,7 @@ def write_tiny_model(
     vocab = vocab_for(config)
     hf = random_hf_weights(config, len(vocab.tokens), seed)
     weights = to_gguf_layout(config, hf) | derived_tensors(config)
+    if name_order:
+        weights = dict(sorted(weights.items()))
     embd = quant if embd_quant == "same" else embd_quant
     return write_gguf(path, config, weights, vocab, quant=quant, embd_quant=embd)

@@ -1,0 +1,101 @@
+"""Several GGUF tensors read as one payload, their rows laid end to end.
+
+Weights that read the same input (a layer's Q, K and V projections; its gate and up
+projections) can run as one ``MatMulNBits`` over their stacked rows: fewer, larger
+kernel calls per step (see :meth:`loaders.weights.WeightMap.linears`). A row-major
+quantized tensor is a run of whole rows, so the stacked tensor's raw bytes are the
+tensors' bytes one after the other: one range when the file holds them back to back
+(qwen2's gate and up), else a :class:`~pullweights.sources.ConcatSource` of
+:class:`~pullweights.sources.SliceSource` ranges of the file. Either way the cache keeps
+the stacked entry under the file's model (the slices' model source).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+
+from pullweights.errors import FormatError
+from pullweights.gguf.layouts import MatMulNBitsTransform, choose_transform
+from pullweights.gguf.reader import GGUFTensor
+from pullweights.sources.concat import ConcatSource
+from pullweights.sources.slice import SliceSource
+from pullweights.weights import Payload, Transform
+
+__all__ = [
+    "STACKS",
+    "stack_members",
+    "stack_of",
+    "stackable",
+    "stacked_payload",
+    "stacked_transform",
+]
+
+#: Weights of one block that read the same input (llama.cpp names, without the block
+#: prefix): where a group stacks, a load runs it as one matmul.
+STACKS: dict[str, tuple[str, ...]] = {
+    "attn_qkv": ("attn_q", "attn_k", "attn_v"),
+    "ffn_gate_up": ("ffn_gate", "ffn_up"),
+}
+
+
+def stack_members(prefix: str, stack: str, suffix: str = "weight") -> list[str]:
+    """The tensor names of ``stack`` in the block ``prefix``: ``stack_members("blk.3.",
+    "ffn_gate_up")`` is ``["blk.3.ffn_gate.weight", "blk.3.ffn_up.weight"]``."""
+    return [f"{prefix}{member}.{suffix}" for member in STACKS[stack]]
+
+
+def stack_of(name: str) -> list[str] | None:
+    """The names of the stack tensor ``name`` belongs to (None: none)."""
+    prefix, _, rest = name.rpartition(".")[0].rpartition(".")
+    if not prefix or rest == "" or name.rpartition(".")[2] != "weight":
+        return None
+    for stack, members in STACKS.items():
+        if rest in members:
+            return stack_members(prefix + ".", stack)
+    return None
+
+
+def stackable(tensors: Sequence[GGUFTensor]) -> bool:
+    """True when ``tensors`` can be stacked by rows: 2-D, one ggml type, one row length,
+    one source."""
+    first = tensors[0]
+    return all(
+        len(t.shape) == 2
+        and t.ggml_type == first.ggml_type
+        and t.shape[1] == first.shape[1]
+        and t.source is first.source
+        for t in tensors
+    )
+
+
+def stacked_transform(tensors: Sequence[GGUFTensor]) -> MatMulNBitsTransform | None:
+    """The ``MatMulNBits`` layout of ``tensors`` stacked by rows; None when they do not
+    stack (fewer than two, not :func:`stackable`, or a type without that layout)."""
+    if len(tensors) < 2 or not stackable(tensors):
+        return None
+    first = tensors[0]
+    rows = sum(t.shape[0] for t in tensors)
+    transform = choose_transform(first.ggml_type, (rows, first.shape[1]), "matmul")
+    return transform if isinstance(transform, MatMulNBitsTransform) else None
+
+
+def stacked_payload(tensors: Sequence[GGUFTensor], transform: Transform) -> Payload:
+    """The rows of ``tensors`` (in order) as one payload for ``transform`` (made for the
+    stacked shape ``(sum of rows, row length)``).
+
+    Raises:
+        FormatError: fewer than two tensors, or tensors that are not :func:`stackable`.
+    """
+    if len(tensors) < 2 or not stackable(tensors):
+        names = ", ".join(t.name for t in tensors)
+        raise FormatError(f"tensors {names} cannot be stacked (2-D, one type and row length)")
+    source = tensors[0].source
+    label = "+".join(t.name for t in tensors)
+    length = sum(t.nbytes for t in tensors)
+    adjacent = all(a.offset + a.nbytes == b.offset for a, b in itertools.pairwise(tensors))
+    if adjacent:
+        return Payload(source, tensors[0].offset, length, transform, label=label)
+    slices = [SliceSource(source, t.offset, t.nbytes) for t in tensors]
+    joined = ConcatSource(slices, name=f"{source.name} ({label})")
+    return Payload(joined, 0, length, transform, label=label)
