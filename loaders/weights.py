@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+from gguf import GGMLQuantizationType
 
 from pullweights.errors import FormatError, GraphError
 from pullweights.gguf.layouts import (
@@ -32,7 +33,7 @@ from pullweights.gguf.layouts import (
     choose_transform,
 )
 from pullweights.gguf.reader import GGUFFile, GGUFTensor
-from pullweights.gguf.stacked import stacked_payload, stacked_transform
+from pullweights.gguf.stacked import stackable, stacked_payload, stacked_transform
 from pullweights.graph.builder import GraphBuilder
 from pullweights.graph.operand import Operand
 from pullweights.weights import Payload
@@ -159,15 +160,38 @@ class WeightMap:
         label = "+".join(names)
         if label not in self._payloads:
             self._payloads[label] = stacked_payload(tensors, t)
-        y = self._matmul_nbits(x, label, t)
         b = self.builder
+        y = self._matmul_nbits(x, label, t)
+        bias = self._stacked_bias(tensors, bias_names)
+        if bias is not None:
+            # Added before the split, a bias is folded into MatMulNBits by onnxruntime as
+            # for one weight: the same float sums, one node.
+            y = b.add(y, bias)
         outs = b.split(y, [tensor.shape[0] for tensor in tensors], axis=-1)
         return [
-            b.add(out, self.raw(bias, (tensor.shape[0],)))
-            if bias is not None and self.has(bias)
+            b.add(out, self.raw(name, (tensor.shape[0],)))
+            if bias is None and name is not None and self.has(name)
             else out
-            for out, tensor, bias in zip(outs, tensors, bias_names, strict=True)
+            for out, tensor, name in zip(outs, tensors, bias_names, strict=True)
         ]
+
+    def _stacked_bias(
+        self, weights: Sequence[GGUFTensor], names: Sequence[str | None]
+    ) -> Operand | None:
+        """Every weight's bias as one F32 vector of the stacked rows (a payload of their
+        stacked bytes), or None when some weight has none or they do not stack."""
+        if not all(name is not None and self.has(name) for name in names):
+            return None
+        tensors = [self.tensor(name) for name in names if name is not None]
+        if not stackable(tensors) or any(
+            t.ggml_type != GGMLQuantizationType.F32 or t.shape != (w.shape[0],)
+            for t, w in zip(tensors, weights, strict=True)
+        ):
+            return None
+        label = "+".join(t.name for t in tensors)
+        if label not in self._payloads:
+            self._payloads[label] = stacked_payload(tensors)
+        return self._declare(label, "data", "dense")
 
     def _stacked_transform(
         self, x: Operand, tensors: Sequence[GGUFTensor]

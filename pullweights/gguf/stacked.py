@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
+from dataclasses import replace
 
 from pullweights.errors import FormatError
 from pullweights.gguf.layouts import MatMulNBitsTransform, choose_transform
@@ -57,13 +58,14 @@ def stack_of(name: str) -> list[str] | None:
 
 
 def stackable(tensors: Sequence[GGUFTensor]) -> bool:
-    """True when ``tensors`` can be stacked by rows: 2-D, one ggml type, one row length,
-    one source."""
+    """True when ``tensors`` can be stacked by rows: one ggml type, the same shape after
+    the first axis (a matrix's row length; nothing for vectors such as biases), one
+    source."""
     first = tensors[0]
     return all(
-        len(t.shape) == 2
+        len(t.shape) >= 1
         and t.ggml_type == first.ggml_type
-        and t.shape[1] == first.shape[1]
+        and t.shape[1:] == first.shape[1:]
         and t.source is first.source
         for t in tensors
     )
@@ -72,7 +74,7 @@ def stackable(tensors: Sequence[GGUFTensor]) -> bool:
 def stacked_transform(tensors: Sequence[GGUFTensor]) -> MatMulNBitsTransform | None:
     """The ``MatMulNBits`` layout of ``tensors`` stacked by rows; None when they do not
     stack (fewer than two, not :func:`stackable`, or a type without that layout)."""
-    if len(tensors) < 2 or not stackable(tensors):
+    if len(tensors) < 2 or not stackable(tensors) or len(tensors[0].shape) != 2:
         return None
     first = tensors[0]
     rows = sum(t.shape[0] for t in tensors)
@@ -80,22 +82,34 @@ def stacked_transform(tensors: Sequence[GGUFTensor]) -> MatMulNBitsTransform | N
     return transform if isinstance(transform, MatMulNBitsTransform) else None
 
 
-def stacked_payload(tensors: Sequence[GGUFTensor], transform: Transform) -> Payload:
-    """The rows of ``tensors`` (in order) as one payload for ``transform`` (made for the
-    stacked shape ``(sum of rows, row length)``).
+def stacked_payload(tensors: Sequence[GGUFTensor], transform: Transform | None = None) -> Payload:
+    """The rows of ``tensors`` (in order) as one payload: for ``transform`` (made for the
+    stacked shape ``(sum of rows, row length)``), or without one viewed as they are (a
+    plain type such as the F32 biases of a stacked matmul).
 
     Raises:
         FormatError: fewer than two tensors, or tensors that are not :func:`stackable`.
+        UnsupportedError: no transform for a type without a raw view.
     """
     if len(tensors) < 2 or not stackable(tensors):
         names = ", ".join(t.name for t in tensors)
-        raise FormatError(f"tensors {names} cannot be stacked (2-D, one type and row length)")
-    source = tensors[0].source
+        raise FormatError(f"tensors {names} cannot be stacked (one type and row shape)")
+    first = tensors[0]
+    source = first.source
     label = "+".join(t.name for t in tensors)
     length = sum(t.nbytes for t in tensors)
+    view = None
+    if transform is None:
+        rows = sum(t.shape[0] for t in tensors)
+        view = replace(first, shape=(rows, *first.shape[1:]), nbytes=length)
+        view.payload()  # raises for a type without a raw view, naming the tensor
     adjacent = all(a.offset + a.nbytes == b.offset for a, b in itertools.pairwise(tensors))
     if adjacent:
-        return Payload(source, tensors[0].offset, length, transform, label=label)
-    slices = [SliceSource(source, t.offset, t.nbytes) for t in tensors]
-    joined = ConcatSource(slices, name=f"{source.name} ({label})")
-    return Payload(joined, 0, length, transform, label=label)
+        where, offset = source, first.offset
+    else:
+        slices = [SliceSource(source, t.offset, t.nbytes) for t in tensors]
+        where, offset = ConcatSource(slices, name=f"{source.name} ({label})"), 0
+    if view is None:
+        return Payload(where, offset, length, transform, label=label)
+    raw = view.payload().raw_descriptor
+    return Payload(where, offset, length, raw_descriptor=raw, label=label)
