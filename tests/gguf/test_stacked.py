@@ -7,7 +7,7 @@ import pytest
 from gguf.constants import GGMLQuantizationType
 from gguf.quants import quantize
 
-from pullweights.errors import FormatError, SourceError
+from pullweights.errors import FormatError, SourceError, UnsupportedError
 from pullweights.gguf.layouts import choose_transform
 from pullweights.gguf.reader import GGUFTensor
 from pullweights.gguf.stacked import stack_of, stackable, stacked_payload, stacked_transform
@@ -16,24 +16,31 @@ from pullweights.sources import ConcatSource, MemorySource, SliceSource
 Q = GGMLQuantizationType
 
 
+def _laid_out(
+    arrays: list[np.ndarray], ggml_type: Q, shapes: list[tuple[int, ...]], gap: int, kind: str
+) -> tuple[MemorySource, list[GGUFTensor]]:
+    """Tensors of these bytes and shapes in one source, ``gap`` bytes apart, named
+    ``blk.0.t{i}.{kind}``."""
+    data = bytearray()
+    tensors = []
+    spans = []
+    for arr in arrays:
+        data += b"\x55" * gap
+        spans.append((len(data), arr.nbytes))
+        data += arr.tobytes()
+    source = MemorySource(bytes(data), name="model.gguf")
+    for i, (shape, (offset, length)) in enumerate(zip(shapes, spans, strict=True)):
+        tensors.append(GGUFTensor(f"blk.0.t{i}.{kind}", ggml_type, shape, offset, length, source))
+    return source, tensors
+
+
 def _tensors(
     ggml_type: Q, rows: list[int], k: int, gap: int
 ) -> tuple[MemorySource, list[GGUFTensor]]:
     """Quantized tensors of ``rows`` x ``k`` in one source, ``gap`` bytes apart."""
     rng = np.random.default_rng(7)
     blobs = [quantize(rng.standard_normal((n, k)).astype(np.float32), ggml_type) for n in rows]
-    data = bytearray()
-    spans = []
-    for blob in blobs:
-        data += b"\x55" * gap
-        spans.append((len(data), blob.nbytes))
-        data += blob.tobytes()
-    source = MemorySource(bytes(data), name="model.gguf")
-    tensors = [
-        GGUFTensor(f"blk.0.t{i}.weight", ggml_type, (n, k), offset, length, source)
-        for i, (n, (offset, length)) in enumerate(zip(rows, spans, strict=True))
-    ]
-    return source, tensors
+    return _laid_out(blobs, ggml_type, [(n, k) for n in rows], gap, "weight")
 
 
 @pytest.mark.parametrize("ggml_type", [Q.Q8_0, Q.Q5_0, Q.Q5_1], ids=lambda t: t.name)
@@ -115,3 +122,18 @@ async def test_a_slice_reads_maps_and_releases_through_its_parent() -> None:
     assert await parent.read(0, 2) == b"\x00\x01"
     mixed = ConcatSource([piece, MemorySource(b"xyz")])
     assert mixed.model_source is mixed  # parts of two models: its own
+
+
+@pytest.mark.parametrize("gap", [0, 32], ids=["adjacent", "apart"])
+async def test_stacked_vectors_are_viewed_as_one(gap: int) -> None:
+    """F32 biases stack without a transform: one float32 vector of their values in
+    order; a quantized type needs a transform."""
+    values = [np.arange(n, dtype=np.float32) + 100 * i for i, n in enumerate((8, 4, 4))]
+    _, biases = _laid_out(values, Q.F32, [(v.size,) for v in values], gap, "bias")
+    payload = stacked_payload(biases)
+    assert payload.transform is None and payload.outputs["data"].static_shape == (16,)
+    raw = await payload.source.read(payload.offset, payload.length)
+    np.testing.assert_array_equal(np.frombuffer(raw, np.float32), np.concatenate(values))
+    _, q8 = _tensors(Q.Q8_0, [32, 32], 64, 0)
+    with pytest.raises(UnsupportedError, match="needs a layout transform"):
+        stacked_payload(q8)
