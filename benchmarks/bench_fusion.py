@@ -1,4 +1,4 @@
-"""Stacked weights (Q/K/V, gate/up as one ``MatMulNBits``) against one matmul each.
+"""Stacked weights (Q/K/V as one ``MatMulNBits``) against one matmul each.
 
 ``python -m benchmarks.bench_fusion --model M [--threads T]`` measures, side by side:
 

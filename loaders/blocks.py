@@ -216,7 +216,8 @@ def feed_forward(
 ) -> Operand:
     """Gated MLP of block ``layer``: ``down(act(gate(x)) * up(x))``."""
     p = f"blk.{layer}."
-    gate, up = w.linears(x, stack_members(p, "ffn_gate_up"))
+    gate = w.linear(x, p + "ffn_gate.weight")  # not stacked with up: see STACKS
+    up = w.linear(x, p + "ffn_up.weight")
     act = b.silu(gate) if activation == "silu" else b.gelu(gate, approximate="tanh")
     return w.linear(b.mul(act, up), p + "ffn_down.weight")
 

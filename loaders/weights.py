@@ -12,9 +12,9 @@ and shared by every use (a tied output head and the embedding read the same payl
   builder ops (``(code - zero_point) * scale - min``), so no float copy of a quantized
   table ever exists;
 * F32 tensors (norms, biases, F32 matmuls) are zero-copy views of the file;
-* weights that read the same input and share a quantized type (a block's Q/K/V, its
-  gate/up: :data:`~pullweights.gguf.stacked.STACKS`) are one payload of their stacked
-  rows and one ``MatMulNBits``, split after (:meth:`WeightMap.linears`).
+* weights that read the same input and share a quantized type (a block's Q/K/V:
+  :data:`~pullweights.gguf.stacked.STACKS`) are one payload of their stacked rows and
+  one ``MatMulNBits``, split after (:meth:`WeightMap.linears`).
 
 Activations are 2-D ``[tokens, features]`` throughout.
 """
@@ -144,7 +144,7 @@ class WeightMap:
     ) -> list[Operand]:
         """:meth:`linear` of each weight in ``names`` over the same ``x``, in order.
 
-        Weights of one quantized type and row length (a layer's Q/K/V, its gate/up) run as
+        Weights of one quantized type and row length (a layer's Q/K/V) run as
         one ``MatMulNBits`` over their stacked rows (:mod:`pullweights.gguf.stacked`),
         whose output is split: at M = 1 and 2 threads, one call over 1,152 rows takes
         ~20 us less than three over 896 + 128 + 128 (``benchmarks/bench_fusion.py``).

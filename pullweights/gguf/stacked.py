@@ -1,13 +1,13 @@
 """Several GGUF tensors read as one payload, their rows laid end to end.
 
-Weights that read the same input (a layer's Q, K and V projections; its gate and up
-projections) can run as one ``MatMulNBits`` over their stacked rows: fewer, larger
-kernel calls per step (see :meth:`loaders.weights.WeightMap.linears`). A row-major
-quantized tensor is a run of whole rows, so the stacked tensor's raw bytes are the
-tensors' bytes one after the other: one range when the file holds them back to back
-(qwen2's gate and up), else a :class:`~pullweights.sources.ConcatSource` of
-:class:`~pullweights.sources.SliceSource` ranges of the file. Either way the cache keeps
-the stacked entry under the file's model (the slices' model source).
+Weights that read the same input (a layer's Q, K and V projections: :data:`STACKS`) can
+run as one ``MatMulNBits`` over their stacked rows: fewer, larger kernel calls per step
+(see :meth:`loaders.weights.WeightMap.linears`). A row-major tensor is a run of whole
+rows, so the stacked tensor's raw bytes are the tensors' bytes one after the other: one
+range when the file holds them back to back (files written in block order), else a
+:class:`~pullweights.sources.ConcatSource` of :class:`~pullweights.sources.SliceSource`
+ranges of the file (files in name order, or with other tensors between). Either way the
+cache keeps the stacked entry under the file's model (the slices' model source).
 """
 
 from __future__ import annotations
@@ -33,16 +33,20 @@ __all__ = [
 ]
 
 #: Weights of one block that read the same input (llama.cpp names, without the block
-#: prefix): where a group stacks, a load runs it as one matmul.
+#: prefix): where a group stacks, a load runs it as one matmul. Gate and up read one
+#: input too, but stacking them measured no faster for qwen2.5-0.5b (45.2 vs 44.9 ms a
+#: step with Q/K/V alone) and its warm load peaked ~50 MiB higher (re-opening a saved
+#: stage packs its largest weight at once, and gate+up is twice the largest), so they
+#: stay apart (``benchmarks/bench_fusion.py``).
 STACKS: dict[str, tuple[str, ...]] = {
     "attn_qkv": ("attn_q", "attn_k", "attn_v"),
-    "ffn_gate_up": ("ffn_gate", "ffn_up"),
 }
 
 
 def stack_members(prefix: str, stack: str, suffix: str = "weight") -> list[str]:
     """The tensor names of ``stack`` in the block ``prefix``: ``stack_members("blk.3.",
-    "ffn_gate_up")`` is ``["blk.3.ffn_gate.weight", "blk.3.ffn_up.weight"]``."""
+    "attn_qkv", "bias")`` is ``["blk.3.attn_q.bias", "blk.3.attn_k.bias",
+    "blk.3.attn_v.bias"]``."""
     return [f"{prefix}{member}.{suffix}" for member in STACKS[stack]]
 
 
