@@ -33,7 +33,12 @@ from pullweights.gguf.layouts import (
     choose_transform,
 )
 from pullweights.gguf.reader import GGUFFile, GGUFTensor
-from pullweights.gguf.stacked import stackable, stacked_payload, stacked_transform
+from pullweights.gguf.stacked import (
+    MixedStackTransform,
+    stackable,
+    stacked_payload,
+    stacked_transform,
+)
 from pullweights.graph.builder import GraphBuilder
 from pullweights.graph.operand import Operand
 from pullweights.weights import Payload
@@ -144,11 +149,13 @@ class WeightMap:
     ) -> list[Operand]:
         """:meth:`linear` of each weight in ``names`` over the same ``x``, in order.
 
-        Weights of one quantized type and row length (a layer's Q/K/V) run as
-        one ``MatMulNBits`` over their stacked rows (:mod:`pullweights.gguf.stacked`),
-        whose output is split: at M = 1 and 2 threads, one call over 1,152 rows takes
-        ~20 us less than three over 896 + 128 + 128 (``benchmarks/bench_fusion.py``).
-        Other weights (mixed types, float matrices, ``stack=False``) run one by one.
+        Weights whose ``MatMulNBits`` layouts share width and block (a layer's Q/K/V)
+        run as one ``MatMulNBits`` over their stacked rows
+        (:func:`~pullweights.gguf.stacked.stacked_transform`), whose output is split: at
+        M = 1 and 2 threads one call over 1,152 rows takes ~9 us less than three over
+        896 + 128 + 128 (``benchmarks/bench_fusion.py``). Their biases, if every weight
+        has one, are one stacked vector added before the split. Other weights (4-bit
+        with 8-bit, float matrices, ``stack=False``) run one by one.
         """
         bias_names = list(biases) if biases is not None else [None] * len(names)
         if len(bias_names) != len(names):
@@ -195,7 +202,7 @@ class WeightMap:
 
     def _stacked_transform(
         self, x: Operand, tensors: Sequence[GGUFTensor]
-    ) -> MatMulNBitsTransform | None:
+    ) -> MatMulNBitsTransform | MixedStackTransform | None:
         """The ``MatMulNBits`` layout of ``tensors`` stacked by rows, or None when they
         do not stack (or stacking is off)."""
         if not self.stack or any(t.name in self._payloads for t in tensors):
@@ -204,7 +211,9 @@ class WeightMap:
             return None  # a shape error for linear() to report
         return stacked_transform(tensors)
 
-    def _matmul_nbits(self, x: Operand, name: str, t: MatMulNBitsTransform) -> Operand:
+    def _matmul_nbits(
+        self, x: Operand, name: str, t: MatMulNBitsTransform | MixedStackTransform
+    ) -> Operand:
         b = self.builder
         level = t.accuracy_level if self.accuracy_level is None else self.accuracy_level
         y = b.matmul_nbits(

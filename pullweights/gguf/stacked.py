@@ -13,11 +13,16 @@ cache keeps the stacked entry under the file's model (the slices' model source).
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
+import numpy as np
+import numpy.typing as npt
+
+from pullweights.descriptor import TensorDescriptor
 from pullweights.errors import FormatError
 from pullweights.gguf.layouts import MatMulNBitsTransform, choose_transform
+from pullweights.gguf.layouts.matmul_nbits import nbits_outputs
 from pullweights.gguf.reader import GGUFTensor
 from pullweights.sources.concat import ConcatSource
 from pullweights.sources.slice import SliceSource
@@ -25,6 +30,7 @@ from pullweights.weights import Payload, Transform
 
 __all__ = [
     "STACKS",
+    "MixedStackTransform",
     "stack_members",
     "stack_of",
     "stackable",
@@ -75,15 +81,91 @@ def stackable(tensors: Sequence[GGUFTensor]) -> bool:
     )
 
 
-def stacked_transform(tensors: Sequence[GGUFTensor]) -> MatMulNBitsTransform | None:
+class MixedStackTransform(Transform):
+    """Weights of different ggml types whose ``MatMulNBits`` layouts share their width and
+    block (Q5_0 and Q8_0 are both 8-bit, block 32) as one set of ``MatMulNBits`` parts:
+    each weight's rows in its own exact layout (so its own zero point, per row), and the
+    float mins of those that have them, 0 for the others. Works on the whole payload
+    (the raw rows differ in length), which for a block's Q/K/V is under a few MiB.
+
+    Raises:
+        FormatError: layouts of other widths, blocks or row lengths.
+    """
+
+    name = "gguf.matmul_nbits_stack"
+    version = 1
+
+    def __init__(self, parts: Sequence[MatMulNBitsTransform]) -> None:
+        first = parts[0]
+        if len(parts) < 2 or any(
+            (p.k, p.bits, p.block_size) != (first.k, first.bits, first.block_size) for p in parts
+        ):
+            raise FormatError(
+                "layouts of "
+                + ", ".join(p.ggml_type.name for p in parts)
+                + " cannot be stacked: their widths, blocks or row lengths differ"
+            )
+        self.parts = list(parts)
+        self.k, self.n = first.k, sum(p.n for p in parts)
+        self.bits, self.block_size, self.n_blocks = first.bits, first.block_size, first.n_blocks
+        self.has_mins = any(p.has_mins for p in parts)
+        self.accuracy_level = first.accuracy_level
+
+    @property
+    def outputs(self) -> Mapping[str, TensorDescriptor]:
+        return nbits_outputs(self.n, self.n_blocks, self.bits, self.block_size, self.has_mins)
+
+    @property
+    def params(self) -> str:
+        return " + ".join(p.params for p in self.parts)
+
+    def describe(self) -> str:
+        """E.g. ``MatMulNBits 8-bit b32 exact, stacked from Q5_0 + Q5_0 + Q8_0``."""
+        types = " + ".join(p.ggml_type.name for p in self.parts)
+        return f"{self.parts[0].describe()}, stacked from {types}"
+
+    def apply(self, raw: npt.NDArray[np.uint8]) -> dict[str, np.ndarray]:
+        """Each part's layout of its own rows of ``raw``, concatenated by rows."""
+        flat = raw.reshape(-1)
+        pieces = []
+        start = 0
+        for part in self.parts:
+            stop = start + part.n * part.row_bytes
+            arrays = part.apply(flat[start:stop])
+            if self.has_mins and "mins" not in arrays:
+                arrays["mins"] = np.zeros((part.n, self.n_blocks), np.float32)
+            pieces.append(arrays)
+            start = stop
+        if start != flat.size:
+            raise FormatError(f"{self.params}: {flat.size} raw bytes, expected {start}")
+        return {name: np.concatenate([p[name] for p in pieces]) for name in self.outputs}
+
+
+def stacked_transform(
+    tensors: Sequence[GGUFTensor],
+) -> MatMulNBitsTransform | MixedStackTransform | None:
     """The ``MatMulNBits`` layout of ``tensors`` stacked by rows; None when they do not
-    stack (fewer than two, not :func:`stackable`, or a type without that layout)."""
-    if len(tensors) < 2 or not stackable(tensors) or len(tensors[0].shape) != 2:
+    stack (fewer than two, not 2-D matrices of one row length in one source, a type
+    without that layout, or layouts of other widths or blocks)."""
+    if len(tensors) < 2:
         return None
     first = tensors[0]
-    rows = sum(t.shape[0] for t in tensors)
-    transform = choose_transform(first.ggml_type, (rows, first.shape[1]), "matmul")
-    return transform if isinstance(transform, MatMulNBitsTransform) else None
+    if any(
+        len(t.shape) != 2 or t.shape[1] != first.shape[1] or t.source is not first.source
+        for t in tensors
+    ):
+        return None
+    if stackable(tensors):
+        rows = sum(t.shape[0] for t in tensors)
+        one = choose_transform(first.ggml_type, (rows, first.shape[1]), "matmul")
+        return one if isinstance(one, MatMulNBitsTransform) else None
+    layouts = [choose_transform(t.ggml_type, t.shape, "matmul") for t in tensors]
+    if not all(isinstance(t, MatMulNBitsTransform) for t in layouts):
+        return None
+    nbits = [t for t in layouts if isinstance(t, MatMulNBitsTransform)]
+    if any((t.bits, t.block_size) != (nbits[0].bits, nbits[0].block_size) for t in nbits):
+        return None
+    return MixedStackTransform(nbits)
 
 
 def stacked_payload(tensors: Sequence[GGUFTensor], transform: Transform | None = None) -> Payload:
@@ -95,9 +177,10 @@ def stacked_payload(tensors: Sequence[GGUFTensor], transform: Transform | None =
         FormatError: fewer than two tensors, or tensors that are not :func:`stackable`.
         UnsupportedError: no transform for a type without a raw view.
     """
-    if len(tensors) < 2 or not stackable(tensors):
+    same_source = all(t.source is tensors[0].source for t in tensors)
+    if len(tensors) < 2 or not same_source or (transform is None and not stackable(tensors)):
         names = ", ".join(t.name for t in tensors)
-        raise FormatError(f"tensors {names} cannot be stacked (one type and row shape)")
+        raise FormatError(f"tensors {names} cannot be stacked (one source; views: one type)")
     first = tensors[0]
     source = first.source
     label = "+".join(t.name for t in tensors)

@@ -17,10 +17,15 @@ Q = GGMLQuantizationType
 
 
 def _laid_out(
-    arrays: list[np.ndarray], ggml_type: Q, shapes: list[tuple[int, ...]], gap: int, kind: str
+    arrays: list[np.ndarray],
+    ggml_type: Q | list[Q],
+    shapes: list[tuple[int, ...]],
+    gap: int,
+    kind: str,
 ) -> tuple[MemorySource, list[GGUFTensor]]:
-    """Tensors of these bytes and shapes in one source, ``gap`` bytes apart, named
+    """Tensors of these bytes, types and shapes in one source, ``gap`` bytes apart, named
     ``blk.0.t{i}.{kind}``."""
+    types = ggml_type if isinstance(ggml_type, list) else [ggml_type] * len(arrays)
     data = bytearray()
     tensors = []
     spans = []
@@ -29,27 +34,40 @@ def _laid_out(
         spans.append((len(data), arr.nbytes))
         data += arr.tobytes()
     source = MemorySource(bytes(data), name="model.gguf")
-    for i, (shape, (offset, length)) in enumerate(zip(shapes, spans, strict=True)):
-        tensors.append(GGUFTensor(f"blk.0.t{i}.{kind}", ggml_type, shape, offset, length, source))
+    for i, (t, shape, (offset, length)) in enumerate(zip(types, shapes, spans, strict=True)):
+        tensors.append(GGUFTensor(f"blk.0.t{i}.{kind}", t, shape, offset, length, source))
     return source, tensors
 
 
 def _tensors(
-    ggml_type: Q, rows: list[int], k: int, gap: int
+    ggml_type: Q | list[Q], rows: list[int], k: int, gap: int
 ) -> tuple[MemorySource, list[GGUFTensor]]:
     """Quantized tensors of ``rows`` x ``k`` in one source, ``gap`` bytes apart."""
     rng = np.random.default_rng(7)
-    blobs = [quantize(rng.standard_normal((n, k)).astype(np.float32), ggml_type) for n in rows]
+    types = ggml_type if isinstance(ggml_type, list) else [ggml_type] * len(rows)
+    blobs = [
+        quantize(rng.standard_normal((n, k)).astype(np.float32), t)
+        for n, t in zip(rows, types, strict=True)
+    ]
     return _laid_out(blobs, ggml_type, [(n, k) for n in rows], gap, "weight")
 
 
-@pytest.mark.parametrize("ggml_type", [Q.Q8_0, Q.Q5_0, Q.Q5_1], ids=lambda t: t.name)
+TYPES = [Q.Q8_0, Q.Q5_0, Q.Q5_1, [Q.Q5_0, Q.Q5_0, Q.Q8_0], [Q.Q5_1, Q.Q8_0, Q.Q5_0]]
+
+
+@pytest.mark.parametrize(
+    "ggml_type", TYPES, ids=lambda t: "+".join(x.name for x in t) if isinstance(t, list) else t.name
+)
 @pytest.mark.parametrize("gap", [0, 32], ids=["adjacent", "apart"])
-async def test_a_stack_is_the_separate_layouts_row_after_row(ggml_type: Q, gap: int) -> None:
+async def test_a_stack_is_the_separate_layouts_row_after_row(
+    ggml_type: Q | list[Q], gap: int
+) -> None:
     """Read through its source and transformed, a stack of three tensors (zero points and,
-    for Q5_1, mins) equals each tensor's own layout, concatenated by rows, bit for bit.
-    Tensors back to back are one range of the file (mapped without a copy); tensors
-    apart are slices of it, registered under the file as their model source."""
+    for Q5_1, mins) equals each tensor's own layout, concatenated by rows, bit for bit;
+    of mixed 8-bit types (a block's Q5_0 Q/K and Q8_0 V), each row keeps its own type's
+    zero point and rows without mins get 0. Tensors back to back are one range of the
+    file (mapped without a copy); tensors apart are slices of it, registered under the
+    file as their model source."""
     source, tensors = _tensors(ggml_type, [64, 16, 16], 64, gap)
     transform = stacked_transform(tensors)
     assert transform is not None and (transform.n, transform.k) == (96, 64)
@@ -72,7 +90,9 @@ async def test_a_stack_is_the_separate_layouts_row_after_row(ggml_type: Q, gap: 
         piece = bytearray(t.nbytes)
         await source.read_into(t.offset, memoryview(piece))
         separate.append(own.apply(np.frombuffer(bytes(piece), np.uint8)))
-    assert set(stacked) == set(separate[0])
+    assert set(stacked) == set().union(*separate)
+    for s in separate:
+        s.setdefault("mins", np.zeros_like(s["scales"]))
     for part, arr in stacked.items():
         np.testing.assert_array_equal(arr, np.concatenate([s[part] for s in separate]), part)
 
@@ -81,9 +101,11 @@ def test_what_does_not_stack() -> None:
     """Mixed types, other row lengths, other sources, one tensor, or a float type."""
     _, q8 = _tensors(Q.Q8_0, [32, 32], 64, 0)
     _, q5 = _tensors(Q.Q5_0, [32], 64, 0)
+    _, q4_q8 = _tensors([Q.Q4_0, Q.Q8_0], [32, 32], 64, 0)
+    assert stacked_transform(q4_q8) is None  # 4-bit and 8-bit layouts
     _, wide = _tensors(Q.Q8_0, [32], 128, 0)
     assert stackable(q8) and stacked_transform(q8) is not None
-    assert not stackable([q8[0], q5[0]])  # type
+    assert not stackable([q8[0], q5[0]])  # type (as a view; as a matmul they stack)
     assert not stackable([q8[0], wide[0]])  # row length
     other_source = _tensors(Q.Q8_0, [32], 64, 0)[1][0]
     assert not stackable([q8[0], other_source])

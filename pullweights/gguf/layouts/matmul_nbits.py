@@ -82,7 +82,13 @@ from pullweights.gguf.layouts.blocks import F32, U8, as_rows, row_groups
 from pullweights.gguf.layouts.formats import block_format
 from pullweights.weights import Transform
 
-__all__ = ["DEFAULT_GROUP_BYTES", "MatMulNBitsTransform", "pack_codes", "unpack_codes"]
+__all__ = [
+    "DEFAULT_GROUP_BYTES",
+    "MatMulNBitsTransform",
+    "nbits_outputs",
+    "pack_codes",
+    "unpack_codes",
+]
 
 #: Input bytes transformed per row group (bounds temporaries to a few times this).
 DEFAULT_GROUP_BYTES = 1 << 18
@@ -114,6 +120,22 @@ def unpack_codes(packed: U8, bits: int) -> U8:
     shifts = np.arange(0, 8, bits, dtype=np.uint8)
     out = (flat[..., None] >> shifts) & np.uint8((1 << bits) - 1)
     return out.reshape(rows, -1)
+
+
+def nbits_outputs(
+    n: int, n_blocks: int, bits: int, block_size: int, has_mins: bool
+) -> dict[str, TensorDescriptor]:
+    """The parts of an ``N``-row ``MatMulNBits`` layout (see the module docs)."""
+    blob = block_size * bits // 8
+    zp_bytes = (n_blocks * bits + 7) // 8
+    outputs = {
+        "B": TensorDescriptor("uint8", (n, n_blocks, blob)),
+        "scales": TensorDescriptor("float32", (n, n_blocks)),
+        "zero_points": TensorDescriptor("uint8", (n, zp_bytes)),
+    }
+    if has_mins:
+        outputs["mins"] = TensorDescriptor("float32", (n, n_blocks))
+    return outputs
 
 
 class MatMulNBitsTransform(Transform):
@@ -171,16 +193,7 @@ class MatMulNBitsTransform(Transform):
         self.accuracy_level = 4
         self.group_bytes = group_bytes
         self.row_bytes = k // fmt.block_elems * fmt.type_size
-        blob = self.block_size * self.bits // 8
-        zp_bytes = (self.n_blocks * self.bits + 7) // 8
-        outputs = {
-            "B": TensorDescriptor("uint8", (n, self.n_blocks, blob)),
-            "scales": TensorDescriptor("float32", (n, self.n_blocks)),
-            "zero_points": TensorDescriptor("uint8", (n, zp_bytes)),
-        }
-        if self.has_mins:
-            outputs["mins"] = TensorDescriptor("float32", (n, self.n_blocks))
-        self._outputs = outputs
+        self._outputs = nbits_outputs(n, self.n_blocks, self.bits, self.block_size, self.has_mins)
 
     @property
     def outputs(self) -> Mapping[str, TensorDescriptor]:
