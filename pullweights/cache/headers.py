@@ -71,6 +71,11 @@ class HeaderStore:
         """Forget the header stored for ``identity`` (the file disagreed with it)."""
         if identity:
             log.warning("stored GGUF header of %s does not fit the file; it is removed", identity)
+            self.forget(identity)
+
+    def forget(self, identity: str) -> None:
+        """Remove the header stored for ``identity``, if any (its model was removed)."""
+        if identity:
             with contextlib.suppress(OSError, ValueError):
                 os.unlink(blob_path(self.root, KIND, _key(identity)))
 

@@ -240,6 +240,8 @@ def _remove_models(
                 cache._remove(info.key, info.path)
         if model.path is not None:
             cache._remove(model.key, model.path)
+        if model.source and not any(m.source == model.source for m in rest):
+            cache.headers.forget(model.source)  # its parsed GGUF header
         if model.url is not None and not any(m.url == model.url for m in rest):
             for path in remote_files(cache.root, model.url):
                 if os.path.lexists(path):

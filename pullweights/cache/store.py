@@ -544,7 +544,8 @@ class WeightCache:
 
     def remove_model(self, name: str) -> maintenance.ModelInfo:
         """Remove the model called ``name`` (its name, source or key) with its entries and
-        sessions (those another model also uses are kept) and remembered header.
+        sessions (those another model also uses are kept), its remembered URL header and
+        its parsed GGUF header.
 
         Raises:
             CacheError: no model, or several, match ``name``.

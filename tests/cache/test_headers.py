@@ -115,3 +115,20 @@ async def test_a_stored_header_the_file_disagrees_with_is_dropped(
     assert "does not fit the file" in caplog.text
     fresh = store.get(identity)
     assert fresh is not None and fresh.end < model.stat().st_size
+
+
+async def test_removing_a_model_removes_its_stored_header(model: Path, cache: WeightCache) -> None:
+    """``cache rm`` (and prune) of a model take its parsed header with it; the header of
+    another model stays."""
+    other = model.with_name("other.gguf")
+    write_sample(other, tokens=("x", "y"), nested=False)
+    for path in (model, other):
+        async with await open_gguf(path, headers=cache.headers) as gguf:
+            cache.register_model(gguf.source, name=str(path))
+    assert len(os.listdir(cache.root / headers.AREA)) == 2
+    cache.remove_model(str(model))
+    [kept] = os.listdir(cache.root / headers.AREA)
+    async with await open_gguf(other) as gguf:
+        assert kept == os.path.basename(
+            blobs.blob_path(cache.root, headers.KIND, headers._key(gguf.source.identity))
+        )
