@@ -9,6 +9,7 @@ Example::
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 from collections.abc import Sequence
@@ -391,7 +392,8 @@ async def open_gguf(
 
 class HeaderStore(Protocol):
     """Parsed headers by :attr:`~pullweights.sources.ByteSource.identity` (see
-    :class:`pullweights.cache.headers.HeaderStore`); blocking, quick."""
+    :class:`pullweights.cache.headers.HeaderStore`); blocking: ``get`` and ``put`` run in
+    a worker thread, ``discard`` (a file unlink) on the caller's."""
 
     def get(self, identity: str) -> RawHeader | None: ...
 
@@ -403,12 +405,16 @@ class HeaderStore(Protocol):
 async def _header(source: ByteSource, headers: HeaderStore | None, stored: bool) -> RawHeader:
     """``source``'s header from ``headers`` (if ``stored``), else parsed (and kept there)."""
     with span(Phase.HEADER, source.name) as s:
-        header = headers.get(source.identity) if headers is not None and stored else None
+        # The store reads and writes a few MB (10-70 ms): off the event loop. A cancelled
+        # open leaves at most a read, or an atomic write, finishing in its thread.
+        header = None
+        if headers is not None and stored:
+            header = await asyncio.to_thread(headers.get, source.identity)
         if header is None:
             header = await parse_header(source)
             s.nbytes = header.bytes_read
             if headers is not None:
-                headers.put(source.identity, header)
+                await asyncio.to_thread(headers.put, source.identity, header)
     return header
 
 

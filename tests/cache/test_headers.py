@@ -13,6 +13,7 @@ import pytest
 from pullweights.cache import WeightCache, blobs, headers
 from pullweights.gguf import open_gguf
 from pullweights.gguf import reader as gguf_reader
+from pullweights.gguf.header import RawHeader
 from tests.gguf.gguf_files import write_sample
 
 
@@ -132,3 +133,39 @@ async def test_removing_a_model_removes_its_stored_header(model: Path, cache: We
         assert kept == os.path.basename(
             blobs.blob_path(cache.root, headers.KIND, headers._key(gguf.source.identity))
         )
+
+
+async def test_the_store_is_read_and_written_off_the_event_loop(
+    model: Path, cache: WeightCache
+) -> None:
+    """A slow store (a busy disk) does not stall other tasks: the loop keeps ticking
+    while the header is read from it and written to it."""
+    import asyncio
+    import time
+
+    class Slow(headers.HeaderStore):
+        def get(self, identity: str) -> RawHeader | None:
+            time.sleep(0.2)
+            return super().get(identity)
+
+        def put(self, identity: str, header: RawHeader) -> None:
+            time.sleep(0.2)
+            super().put(identity, header)
+
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    ticker = asyncio.create_task(tick())
+    try:
+        for _ in range(2):  # parsed and put, then got
+            before = ticks
+            async with await open_gguf(model, headers=Slow(cache.root)):
+                pass
+            assert ticks - before >= 5, ticks - before
+    finally:
+        ticker.cancel()
