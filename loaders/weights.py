@@ -35,13 +35,14 @@ from pullweights.gguf.layouts import (
 from pullweights.gguf.reader import GGUFFile, GGUFTensor
 from pullweights.gguf.stacked import (
     MixedStackTransform,
+    stack_label,
     stackable,
     stacked_payload,
     stacked_transform,
 )
 from pullweights.graph.builder import GraphBuilder
 from pullweights.graph.operand import Operand
-from pullweights.weights import Payload
+from pullweights.weights import Payload, Transform
 
 __all__ = ["WeightMap"]
 
@@ -164,11 +165,8 @@ class WeightMap:
         t = self._stacked_transform(x, tensors)
         if t is None:
             return [self.linear(x, n, bias) for n, bias in zip(names, bias_names, strict=True)]
-        label = "+".join(names)
-        if label not in self._payloads:
-            self._payloads[label] = stacked_payload(tensors, t)
         b = self.builder
-        y = self._matmul_nbits(x, label, t)
+        y = self._matmul_nbits(x, self._stack(tensors, t), t)
         bias = self._stacked_bias(tensors, bias_names)
         if bias is not None:
             # Added before the split, a bias is folded into MatMulNBits by onnxruntime as
@@ -195,10 +193,15 @@ class WeightMap:
             for t, w in zip(tensors, weights, strict=True)
         ):
             return None
-        label = "+".join(t.name for t in tensors)
+        return self._declare(self._stack(tensors), "data", "dense")
+
+    def _stack(self, tensors: Sequence[GGUFTensor], transform: Transform | None = None) -> str:
+        """Declare the stacked payload of ``tensors`` once; its name (what
+        :meth:`_declare` looks it up by)."""
+        label = stack_label(tensors)
         if label not in self._payloads:
-            self._payloads[label] = stacked_payload(tensors)
-        return self._declare(label, "data", "dense")
+            self._payloads[label] = stacked_payload(tensors, transform)
+        return label
 
     def _stacked_transform(
         self, x: Operand, tensors: Sequence[GGUFTensor]

@@ -31,6 +31,7 @@ from pullweights.weights import Payload, Transform
 __all__ = [
     "STACKS",
     "MixedStackTransform",
+    "stack_label",
     "stack_members",
     "stack_of",
     "stackable",
@@ -58,13 +59,19 @@ def stack_members(prefix: str, stack: str, suffix: str = "weight") -> list[str]:
 
 def stack_of(name: str) -> list[str] | None:
     """The names of the stack tensor ``name`` belongs to (None: none)."""
-    prefix, _, rest = name.rpartition(".")[0].rpartition(".")
-    if not prefix or rest == "" or name.rpartition(".")[2] != "weight":
+    parts = name.split(".")
+    if len(parts) < 3 or parts[-1] != "weight":
         return None
+    block, member = ".".join(parts[:-2]), parts[-2]
     for stack, members in STACKS.items():
-        if rest in members:
-            return stack_members(prefix + ".", stack)
+        if member in members:
+            return stack_members(block + ".", stack)
     return None
+
+
+def stack_label(tensors: Sequence[GGUFTensor]) -> str:
+    """The name of a stack's payload: its tensors' names joined by ``+``."""
+    return "+".join(t.name for t in tensors)
 
 
 def stackable(tensors: Sequence[GGUFTensor]) -> bool:
@@ -183,20 +190,19 @@ def stacked_payload(tensors: Sequence[GGUFTensor], transform: Transform | None =
         raise FormatError(f"tensors {names} cannot be stacked (one source; views: one type)")
     first = tensors[0]
     source = first.source
-    label = "+".join(t.name for t in tensors)
+    label = stack_label(tensors)
     length = sum(t.nbytes for t in tensors)
-    view = None
-    if transform is None:
+    raw = None
+    if transform is None:  # raises for a type without a raw view, naming the tensor
         rows = sum(t.shape[0] for t in tensors)
-        view = replace(first, shape=(rows, *first.shape[1:]), nbytes=length)
-        view.payload()  # raises for a type without a raw view, naming the tensor
+        whole = replace(first, shape=(rows, *first.shape[1:]), nbytes=length)
+        raw = whole.payload().raw_descriptor
     adjacent = all(a.offset + a.nbytes == b.offset for a, b in itertools.pairwise(tensors))
     if adjacent:
         where, offset = source, first.offset
     else:
         slices = [SliceSource(source, t.offset, t.nbytes) for t in tensors]
         where, offset = ConcatSource(slices, name=f"{source.name} ({label})"), 0
-    if view is None:
+    if raw is None:
         return Payload(where, offset, length, transform, label=label)
-    raw = view.payload().raw_descriptor
     return Payload(where, offset, length, raw_descriptor=raw, label=label)

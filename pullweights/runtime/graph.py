@@ -137,10 +137,10 @@ class Graph:
             SourceError: a mapped weight file changed since the graph was built.
         """
         arrays = {name: _array("compute", name, value) for name, value in _items(inputs)}
-        self.check_inputs({n: (a.shape, a.dtype.name) for n, a in arrays.items()})
+        shapes = {n: (a.shape, a.dtype.name) for n, a in arrays.items()}
+        self.check_inputs(shapes)
         self._check_sources()
         values = {n: ort.OrtValue.ortvalue_from_numpy(a) for n, a in arrays.items()}
-        shapes = {n: (a.shape, a.dtype.name) for n, a in arrays.items()}
         results = await joined(self._run, values, {}, shapes)
         return {name: results[name].numpy() for name in self._output_names}
 
@@ -199,7 +199,8 @@ class Graph:
         targets: Mapping[str, ort.OrtValue],
         shapes: Mapping[str, tuple[tuple[int, ...], str]],
     ) -> dict[str, ort.OrtValue]:
-        signature: Signature = (tuple(sorted(shapes.items())), frozenset(targets))
+        # In the caller's order: a caller passes its inputs in one order every step.
+        signature: Signature = (tuple(shapes.items()), frozenset(targets))
         wiring = self._wiring
         if (
             wiring is not None

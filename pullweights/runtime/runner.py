@@ -147,6 +147,11 @@ class StageRunner:
             binding.input(name, value)
         return binding
 
+    def failure(self, exc: Exception) -> ComputeError:
+        """onnxruntime's error in this stage, with node names mapped to builder calls."""
+        where = f" in stage {self.name!r}" if self.name else ""
+        return ComputeError(f"onnxruntime failed{where}: {explain(exc, self.origins)}")
+
     def run(self, values: dict[str, ort.OrtValue], targets: Mapping[str, ort.OrtValue]) -> None:
         """Read this stage's inputs from ``values`` and add its outputs to it; outputs
         named in ``targets`` are written into those values."""
@@ -165,10 +170,7 @@ class StageRunner:
             try:
                 binding.run(self.session)
             except Exception as exc:
-                where = f" in stage {self.name!r}" if self.name else ""
-                raise ComputeError(
-                    f"onnxruntime failed{where}: {explain(exc, self.origins)}"
-                ) from exc
+                raise self.failure(exc) from exc
             for name, value in zip(self.outputs, binding.outputs(wanted), strict=True):
                 values[name] = value if value is not None else targets[name]
         finally:

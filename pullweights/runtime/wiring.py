@@ -26,8 +26,7 @@ from dataclasses import dataclass
 import onnxruntime as ort
 
 from pullweights.descriptor import Dim, TensorDescriptor
-from pullweights.errors import ComputeError
-from pullweights.runtime.runner import Binding, StageRunner, explain
+from pullweights.runtime.runner import Binding, StageRunner
 
 __all__ = ["WIRED_LINK_BYTES", "FixedWiring", "Signature", "dim_sizes"]
 
@@ -167,23 +166,19 @@ class FixedWiring:
         _rebind(values, self._bound, self._readers, Binding.input)
         _rebind(targets, self._targets, self._writers, Binding.output)
         for step in self._steps:
-            if step.fresh:
-                for name in step.fresh:
-                    step.binding.output_on_cpu(name)  # a new value: the last may be held
+            for name in step.fresh:
+                step.binding.output_on_cpu(name)  # a new value: the last may be held
             try:
                 step.run()
             except Exception as exc:
-                runner = step.runner
-                where = f" in stage {runner.name!r}" if runner.name else ""
-                raise ComputeError(
-                    f"onnxruntime failed{where}: {explain(exc, runner.origins)}"
-                ) from exc
+                raise step.runner.failure(exc) from exc
             if step.fresh:
-                made = {}
                 outputs = step.binding.outputs(step.wanted)
-                for name, value in zip(step.runner.outputs, outputs, strict=True):
-                    if value is not None:
-                        made[name] = value
+                made = {
+                    name: value
+                    for name, value in zip(step.runner.outputs, outputs, strict=True)
+                    if value is not None
+                }
                 values.update(made)
                 _rebind(made, self._bound, self._readers, Binding.input)
         values.update(targets)
