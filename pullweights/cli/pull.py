@@ -28,7 +28,6 @@ from pullweights.gguf.reader import GGUFFile, open_gguf
 from pullweights.memstats import MemoryMonitor
 from pullweights.runtime.context import create_context
 from pullweights.runtime.puller import WeightPuller
-from pullweights.sources import RemoteSource
 
 __all__ = ["add_parser", "run"]
 
@@ -109,6 +108,8 @@ def _remote_log_lines() -> Iterator[None]:
 
 def _fetched_report(gguf: GGUFFile) -> str:
     """One line per remote source: how it was opened and the bytes it fetched."""
+    from pullweights.sources import RemoteSource  # aiohttp (~0.15 s) loads only here
+
     remote = [s for s in gguf.sources if isinstance(s, RemoteSource)]
     if not remote:
         return "  fetched: nothing (local files)"
