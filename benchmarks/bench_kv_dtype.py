@@ -80,7 +80,9 @@ def _session(heads: int, kv_heads: int, dim: int, half: bool, threads: int) -> A
     return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
 
 
-def _feeds(heads: int, kv_heads: int, dim: int, new: int, past: int, half: bool) -> dict:
+def _feeds(
+    heads: int, kv_heads: int, dim: int, new: int, past: int, half: bool
+) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(0)
     cache = np.float16 if half else np.float32
     size = past + new + 64  # the buffer holds more positions than are used, as a slot does
