@@ -11,7 +11,9 @@ cannot be written just does not keep the blob.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import re
 import struct
 from pathlib import Path
@@ -19,7 +21,15 @@ from pathlib import Path
 from pullweights.cache.checksum import checksum
 from pullweights.cache.confined import Outside, area, list_area, read_inside, replace_file
 
-__all__ = ["AREA", "MAX_BLOB", "blob_path", "list_blobs", "read_blob", "write_blob"]
+__all__ = [
+    "AREA",
+    "MAX_BLOB",
+    "blob_path",
+    "list_blobs",
+    "read_blob",
+    "trim_blobs",
+    "write_blob",
+]
 
 log = logging.getLogger("pullweights.cache")
 
@@ -47,6 +57,19 @@ def list_blobs(root: Path, kind: str) -> list[Path]:
         for e in list_area(root / AREA)
         if e.name.startswith(f"{kind}-") and e.name.endswith(".blob")
     ]
+
+
+def trim_blobs(root: Path, kind: str, keep: int) -> None:
+    """Remove the least recently used blobs of ``kind`` (oldest mtime first; readers
+    touch what they use) until at most ``keep`` are left."""
+    files = list_blobs(root, kind)
+    if len(files) <= keep:
+        return
+    with contextlib.suppress(OSError):
+        files.sort(key=lambda p: p.stat(follow_symlinks=False).st_mtime_ns)
+    for path in files[: len(files) - keep]:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
 
 
 def read_blob(root: Path, kind: str, key: str) -> bytes | None:

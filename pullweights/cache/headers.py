@@ -19,7 +19,7 @@ import logging
 import os
 from pathlib import Path
 
-from pullweights.cache.blobs import AREA, blob_path, list_blobs, read_blob, write_blob
+from pullweights.cache.blobs import AREA, blob_path, read_blob, trim_blobs, write_blob
 from pullweights.gguf.header import RawHeader
 from pullweights.gguf.header_codec import decode_header, encode_header
 
@@ -65,7 +65,7 @@ class HeaderStore:
         the cache cannot be written). Blocking."""
         body = encode_header(header) if identity else None
         if body is not None and write_blob(self.root, KIND, _key(identity), body):
-            self._trim()
+            trim_blobs(self.root, KIND, MAX_HEADERS)
 
     def discard(self, identity: str) -> None:
         """Forget the header stored for ``identity`` (the file disagreed with it)."""
@@ -78,16 +78,6 @@ class HeaderStore:
         if identity:
             with contextlib.suppress(OSError, ValueError):
                 os.unlink(blob_path(self.root, KIND, _key(identity)))
-
-    def _trim(self) -> None:
-        files = list_blobs(self.root, KIND)
-        if len(files) <= MAX_HEADERS:
-            return
-        with contextlib.suppress(OSError):
-            files.sort(key=lambda p: p.stat(follow_symlinks=False).st_mtime_ns)
-        for path in files[: len(files) - MAX_HEADERS]:
-            with contextlib.suppress(OSError):
-                os.unlink(path)
 
 
 def _key(identity: str) -> str:

@@ -21,6 +21,7 @@ from pullweights.cache.eviction import SizeIndex
 from pullweights.cache.headers import HeaderStore
 from pullweights.cache.index import HEAD, content_key, digest, head_key, lookup, remember
 from pullweights.cache.layout import CorruptEntry, check_key, entry_dir, session_dir
+from pullweights.cache.plans import SessionPlans
 from pullweights.cache.record import Record, record_file
 from pullweights.cache.removal import clean_staging, empty_trash, move_to_trash
 from pullweights.cache.sessions import SessionWriter
@@ -431,6 +432,12 @@ class WeightCache(CacheCatalog):
         """Parsed GGUF headers by source identity (:mod:`~pullweights.cache.headers`):
         pass it to :func:`~pullweights.gguf.open_gguf` as ``headers=``."""
         return HeaderStore(self.root)
+
+    @property
+    def session_plans(self) -> SessionPlans:
+        """Which saved sessions each kind of load opened (:mod:`~pullweights.cache.plans`),
+        for :mod:`pullweights.runtime.prefetch`."""
+        return SessionPlans(self.root)
 
     def session_writer(self, key: str) -> SessionWriter:
         """A writer that stages and publishes the session entry ``key`` crash-safely."""
