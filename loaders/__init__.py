@@ -97,6 +97,7 @@ async def load_model(
     slots: int = 1,
     on_plan: Callable[[LoadPlan], object] | None = None,
     stack_weights: bool = True,
+    prefetch_sessions: bool = True,
 ) -> LanguageModel:
     """Open a GGUF model, build its decoder graph, pull its weights and compile.
 
@@ -123,9 +124,13 @@ async def load_model(
             :class:`LoadPlan` once the header is read and before any weight is pulled:
             the config, the context length the load uses, the metadata, and a way to
             count a prompt's tokens. An exception it raises ends the load.
-        stack_weights: run each block's Q/K/V and gate/up projections as one matmul
-            where their types allow (:data:`pullweights.gguf.stacked.STACKS`; the
-            default); False runs one matmul per weight (for comparisons).
+        stack_weights: run each block's Q/K/V projections as one matmul where their
+            types allow (:data:`pullweights.gguf.stacked.STACKS`; the default); False
+            runs one matmul per weight (for comparisons).
+        prefetch_sessions: with a weight cache, open the saved sessions the last load of
+            this model with these options used while the graph is built
+            (:mod:`pullweights.runtime.prefetch`; the default); False opens each once
+            its stage exists (for comparisons).
 
     Raises:
         UnsupportedError: an architecture or tensor type that is not handled.
@@ -144,6 +149,7 @@ async def load_model(
         "slots": slots,
         "on_plan": on_plan,
         "stack_weights": bool(stack_weights),
+        "prefetch_sessions": bool(prefetch_sessions),
     }
     if isinstance(model, GGUFFile):
         return await _load(model, context, options)

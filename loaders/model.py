@@ -36,6 +36,7 @@ from pullweights.errors import ComputeError, FormatError, GraphError
 from pullweights.events import Phase, ProgressCallback, mark
 from pullweights.gguf.reader import GGUFFile
 from pullweights.graph.stages import StagePlan
+from pullweights.runtime.prefetch import SessionPrefetch
 
 __all__ = ["LanguageModel", "LoadStats", "build_model"]
 
@@ -172,10 +173,58 @@ async def build_model(
     slots: int = 1,
     on_plan: Callable[[LoadPlan], object] | None = None,
     stack_weights: bool = True,
+    prefetch_sessions: bool = True,
 ) -> LanguageModel:
     """Build, load and compile ``gguf`` as ``architecture`` (see :func:`loaders.load_model`)."""
     start = time.perf_counter()
     context = context or create_context()
+    # The saved sessions the last load like this one opened start opening now, while the
+    # graph is built (see pullweights.runtime.prefetch and benchmarks/bench_prefetch.py).
+    # Their checks (Python) run first, alone: building the graph at the same time would
+    # leave them waiting for the GIL after every file operation.
+    options = f"stages={stages!r} accuracy={accuracy_level!r} stack={stack_weights!r}"
+    sources = [s.identity for s in gguf.sources]
+    prefetch = None
+    if prefetch_sessions and all(sources):
+        plan_key = "|".join([architecture.name, options, *sources])
+        prefetch = SessionPrefetch.start(context, plan_key)
+    try:
+        if prefetch is not None:
+            await prefetch.checked()
+        model = await _build(
+            gguf,
+            architecture,
+            context,
+            context_length,
+            accuracy_level,
+            progress,
+            stages,
+            slots,
+            on_plan,
+            stack_weights,
+            prefetch,
+        )
+    finally:
+        if prefetch is not None and not prefetch.finished:  # the load failed
+            await prefetch.finish(remember=False)
+    model.stats = replace(model.stats, seconds=time.perf_counter() - start)
+    mark(Phase.READY, "model")
+    return model
+
+
+async def _build(
+    gguf: GGUFFile,
+    architecture: Architecture,
+    context: Context,
+    context_length: int | None,
+    accuracy_level: int | None,
+    progress: ProgressCallback | None,
+    stages: StagePlan,
+    slots: int,
+    on_plan: Callable[[LoadPlan], object] | None,
+    stack_weights: bool,
+    prefetch: SessionPrefetch | None,
+) -> LanguageModel:
     embedding = gguf.tensor("token_embd.weight")
     if len(embedding.shape) != 2:
         raise FormatError(f"token_embd.weight has shape {list(embedding.shape)}: expected 2-D")
@@ -218,7 +267,10 @@ async def build_model(
             stages=stages,
             progress=progress,
             on_compile_start=plan.start_tokenizer,
+            prefetch=prefetch,
         )
+        if prefetch is not None:  # remember this load's sessions, close what it did not take
+            await prefetch.finish()
         tokenizer = await plan.tokenizer()
     except BaseException:
         await plan.cancel()
@@ -237,8 +289,6 @@ async def build_model(
     # allocates and initializes (~0.2 s) and should not count as the first prompt's time.
     await model.forward([0])
     model.reset()
-    model.stats = replace(model.stats, seconds=time.perf_counter() - start)
-    mark(Phase.READY, "model")
     return model
 
 

@@ -43,6 +43,7 @@ class Compiler(Protocol[G]):
         *,
         progress: ProgressCallback | None = None,
         on_compile_start: Callable[[], object] | None = None,
+        prefetch: object | None = None,
     ) -> G:
         """Pull ``lowered``'s weights and compile it; cancellable."""
         ...
@@ -85,6 +86,7 @@ class GraphBuilder(
         stages: StagePlan = "auto",
         progress: ProgressCallback | None = None,
         on_compile_start: Callable[[], object] | None = None,
+        prefetch: object | None = None,
     ) -> G:
         """Lower to ONNX, pull the weights and compile, off the event loop; cancellable.
 
@@ -101,6 +103,9 @@ class GraphBuilder(
                 being created and only bound weights are still arriving: from then on
                 compiling needs little Python, so GIL-heavy work started there (building
                 a tokenizer) no longer delays it.
+            prefetch: saved sessions the context started opening before this graph
+                existed (:class:`pullweights.runtime.prefetch.SessionPrefetch`), which
+                stages with those keys take instead of opening their own.
 
         Returns:
             The context's compiled graph (a :class:`~pullweights.runtime.graph.Graph`),
@@ -112,5 +117,5 @@ class GraphBuilder(
         """
         lowered = lower(self, outputs, stages=stages)
         return await self.compiler.compile(
-            lowered, progress=progress, on_compile_start=on_compile_start
+            lowered, progress=progress, on_compile_start=on_compile_start, prefetch=prefetch
         )

@@ -35,6 +35,7 @@ from pullweights.errors import GraphError
 from pullweights.events import ProgressCallback
 from pullweights.graph.lowering import LoweredGraph
 from pullweights.runtime.pipeline import compile_graph
+from pullweights.runtime.prefetch import SessionPrefetch
 from pullweights.runtime.puller import DEFAULT_BUDGET
 from pullweights.runtime.tensor import Tensor
 
@@ -140,11 +141,27 @@ class Context:
         *,
         progress: ProgressCallback | None = None,
         on_compile_start: Callable[[], object] | None = None,
+        prefetch: object | None = None,
     ) -> Graph:
         """Pull ``lowered``'s weights and compile its stages (what ``GraphBuilder.build``
-        calls; see :mod:`pullweights.runtime.pipeline`)."""
+        calls; see :mod:`pullweights.runtime.pipeline`). ``prefetch``: a
+        :class:`~pullweights.runtime.prefetch.SessionPrefetch` of this context, or None.
+
+        Raises:
+            GraphError: ``prefetch`` is something else.
+        """
+        if prefetch is not None and not (
+            isinstance(prefetch, SessionPrefetch) and prefetch.context is self
+        ):
+            raise GraphError(
+                f"prefetch must be a SessionPrefetch started on this context, got {prefetch!r}"
+            )
         return await compile_graph(
-            self, lowered, progress=progress, on_compile_start=on_compile_start
+            self,
+            lowered,
+            progress=progress,
+            on_compile_start=on_compile_start,
+            prefetch=prefetch,
         )
 
 

@@ -67,6 +67,9 @@ class Graph:
         #: Payloads this graph's load found in the weight cache / transformed itself.
         self.cache_hits = 0
         self.transformed = 0
+        #: Stages whose saved session a :class:`~pullweights.runtime.prefetch.
+        #: SessionPrefetch` had opened before the graph was built.
+        self.prefetched = 0
 
     @property
     def sessions(self) -> list[ort.InferenceSession]:

@@ -39,6 +39,7 @@ from pullweights.events import Phase, ProgressCallback, mark, span
 from pullweights.graph.lowering import PLACEHOLDER, LoweredGraph, LoweredStage
 from pullweights.runtime.graph import CompiledStage, Graph, explain
 from pullweights.runtime.heap import release_free_memory
+from pullweights.runtime.prefetch import SessionPrefetch
 from pullweights.runtime.puller import WeightPuller
 from pullweights.runtime.saved import MODEL, SessionSaver, saved_session_store, session_key
 from pullweights.runtime.threads import joined
@@ -59,11 +60,14 @@ async def compile_graph(
     *,
     progress: ProgressCallback | None = None,
     on_compile_start: Callable[[], object] | None = None,
+    prefetch: SessionPrefetch | None = None,
 ) -> Graph:
     """Pull ``lowered``'s weights and compile its stages (see the module docs); cancellable.
 
     ``on_compile_start`` is called once, on the event loop, when every stage has the
-    weights it compiles from (only compiling, and bound weights, are left).
+    weights it compiles from (only compiling, and bound weights, are left). A stage whose
+    saved session ``prefetch`` opened takes it from there (:mod:`.prefetch`); the saved
+    sessions this load used are recorded in it, in stage order.
 
     Raises:
         CompileError: onnxruntime refused a stage.
@@ -74,7 +78,7 @@ async def compile_graph(
         puller.expect(stage.initializer_weights.values())
     for stage in lowered.stages:
         puller.expect(stage.bound_weights.values())
-    run = _Load(context, puller, lowered, on_compile_start)
+    run = _Load(context, puller, lowered, on_compile_start, prefetch)
     lengths = {id(r.payload): r.payload.length for r in lowered.weights.values()}
     total = sum(lengths.values())
     with span(Phase.LOAD, "", total):
@@ -87,8 +91,13 @@ async def compile_graph(
             await asyncio.wait(tasks)
             await puller.aclose()
             raise
+    if prefetch is not None:
+        for stage in lowered.stages:
+            if (key := run.stage_keys.get(id(stage))) is not None:
+                prefetch.use(key, stage.name, stage.prepacked_bytes, stage.largest_prepacked)
     graph = Graph(lowered, compiled)
     graph.cache_hits, graph.transformed = puller.cache_hits, puller.transformed
+    graph.prefetched = run.prefetched
     if context.cache is not None:  # the model record: what this load used
         await joined(context.cache.register_load, lowered.weights.values(), run.session_keys)
     mark(Phase.READY, "graph", total)
@@ -105,9 +114,11 @@ class _Load:
         puller: WeightPuller,
         lowered: LoweredGraph,
         on_compile_start: Callable[[], object] | None,
+        prefetch: SessionPrefetch | None = None,
     ) -> None:
         self.context = context
         self.puller = puller
+        self.prefetch = prefetch
         #: Bytes of packed copies onnxruntime may hold on the heap at once, over stages.
         self.heap = ByteBudget(max((s.prepacked_bytes for s in lowered.stages), default=1))
         self.opening = asyncio.Semaphore(max(1, os.cpu_count() or 1))
@@ -117,8 +128,10 @@ class _Load:
         ranked = sorted(lowered.stages, key=lambda s: -s.prepacked_bytes)
         self.index = {id(stage): i for i, stage in enumerate(ranked)}
         self.on_compile_start = on_compile_start
-        #: Keys of the saved sessions this load opened or saved.
+        #: Keys of the saved sessions this load opened or saved, and each stage's.
         self.session_keys: list[str] = []
+        self.stage_keys: dict[int, str] = {}
+        self.prefetched = 0  # stages that took a prefetched session
         # Payloads only ever packed (no stage binds them) and the stages packing them: once
         # all those stages are saved, their cache entries are a second copy of bytes the
         # saved sessions hold (see _drop_packed_only).
@@ -180,20 +193,29 @@ class _Load:
         if store is not None and saver is not None and compiled.save is not None:
             store.mark_in_use(saver.key, compiled.session)
             self.session_keys.append(saver.key)
+            self.stage_keys[id(stage)] = saver.key
             await self._drop_packed_only(stage)
         return compiled
 
     async def _saved(
         self, stage: LoweredStage, store: WeightCache, key: str
     ) -> CompiledStage | None:
-        """The stage from its saved session ``key``, or None if there is none usable."""
-        directory = await joined(store.open_session, key)
-        if directory is None:
-            return None
-        compiled = await self._open_saved(stage, directory / MODEL)
+        """The stage from its saved session ``key`` (prefetched, or opened here), or None
+        if there is none usable."""
+        claimed = None if self.prefetch is None else await self.prefetch.claim(key)
+        compiled = None
+        if claimed is not None:
+            compiled = await self._open_saved(stage, claimed)
+            self.prefetched += compiled is not None
+        if compiled is None:
+            directory = await joined(store.open_session, key)
+            if directory is None:
+                return None
+            compiled = await self._open_saved(stage, directory / MODEL)
         if compiled is not None:
             store.mark_in_use(key, compiled.session)
             self.session_keys.append(key)
+            self.stage_keys[id(stage)] = key
             return compiled
         try:
             store.remove(key)
@@ -231,19 +253,31 @@ class _Load:
         )
         return {**bound, **stage.bound_constants}
 
-    async def _open_saved(self, stage: LoweredStage, model: Path) -> CompiledStage | None:
-        """The stage from its saved session, or None if it cannot be used (onnxruntime
-        rejects it, or anything else fails: compiling from the weights then says what is
-        wrong). Opening packs one weight at a time to find its saved copy, so saved
-        stages open side by side, one per CPU."""
-        so = self.context.session_options()
+    async def _open_saved(
+        self, stage: LoweredStage, model: Path | asyncio.Future[ort.InferenceSession | None]
+    ) -> CompiledStage | None:
+        """The stage from its saved session — the model's path, or a prefetch's opening
+        of it — or None if it cannot be used (onnxruntime rejects it, or anything else
+        fails: compiling from the weights then says what is wrong; a prefetch's opening
+        that failed is only None, and the caller opens the path). Opening packs one
+        weight at a time to find its saved copy, so saved stages open side by side, one
+        per CPU."""
         self._pulled()
         bound = asyncio.ensure_future(self._bound(stage))
         try:
-            async with self.opening, self.heap.hold(stage.largest_prepacked):
-                with span(Phase.COMPILE, stage.name, stage.prepacked_bytes, stage=stage.name):
-                    session = await joined(self._create, str(model), so)
-                await joined(release_free_memory)  # what packing to find the copies left
+            if not isinstance(model, Path):
+                session = await model
+                if session is None:  # the prefetch could not open it
+                    bound.cancel()
+                    await asyncio.wait([bound])
+                    self.unpulled += 1
+                    return None
+            else:
+                so = self.context.session_options()
+                async with self.opening, self.heap.hold(stage.largest_prepacked):
+                    with span(Phase.COMPILE, stage.name, stage.prepacked_bytes, stage=stage.name):
+                        session = await joined(self._create, str(model), so)
+                    await joined(release_free_memory)  # what packing to find the copies left
             weights = await bound
         except asyncio.CancelledError:
             bound.cancel()
@@ -253,7 +287,8 @@ class _Load:
             bound.cancel()
             await asyncio.wait([bound])
             self.unpulled += 1  # it will pull its weights after all
-            log.warning("saved session %s is unusable and is removed: %s", model.parent, exc)
+            where = model.parent if isinstance(model, Path) else stage.name
+            log.warning("saved session %s is unusable and is removed: %s", where, exc)
             return None
         return CompiledStage(stage, session, weights, from_saved=True)
 
