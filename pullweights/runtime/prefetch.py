@@ -17,13 +17,16 @@ worker threads: after it, nothing of the prefetch runs or holds memory.
 
 Every planned session is checked first as the pipeline checks a saved session
 (:meth:`~pullweights.cache.WeightCache.open_session`). Opens then run one per CPU at a time,
-the largest weights first, under the pipeline's budget for packed copies on the heap (the
-largest stage's packed bytes; each open holds its largest weight's, which it packs at
-once to find the saved copy) and each followed by a release of freed heap memory, so a
-prefetched load peaks no higher than one that opens its stages itself (gemma3-270m's two
-head stages, opened side by side, peaked ~20 MiB higher). A prefetch never fails a
-load: an open that fails is left to the stage, which opens it again (or compiles) and
-reports what is wrong.
+the largest weights first (while the heap holds least else), under the pipeline's budget
+for packed copies on the heap (the largest stage's packed bytes; each open holds its
+largest weight's, which it packs at once to find the saved copy; gemma3-270m's head
+stages opened side by side peaked ~20 MiB higher), each followed by a release of freed
+heap memory: qwen2.5-coder-0.5b's warm peak fell from ~203 to ~162 MiB private
+(``benchmarks/bench_prefetch.py``). A plan of one session is not prefetched: nothing
+opens beside it, and its packing would only overlap the graph build and the tokenizer
+(qwen2.5-coder-0.5b as one session: 161-168 -> 169-193 MiB, no faster). A prefetch never
+fails a load: an open that fails is left to the stage, which opens it again (or
+compiles) and reports what is wrong.
 """
 
 from __future__ import annotations
@@ -110,6 +113,8 @@ class SessionPrefetch:
             log.debug("session plan of %s cannot be read: %s", self.plan_key, exc)
             planned = []
         self.planned = planned
+        if len(planned) < 2:  # one session: see the module docs
+            return {}
         self._budget = _HeapBudget(max((s.nbytes for s in planned), default=1))
         checked: dict[str, tuple[PlannedSession, Path]] = {}
         for session in planned:

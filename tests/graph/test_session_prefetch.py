@@ -43,8 +43,10 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-async def build(ctx: Context, path: Path, prefetch: SessionPrefetch | None) -> Graph:
-    """``relu(x @ W^T)`` through the model's matrices, one stage each."""
+async def build(
+    ctx: Context, path: Path, prefetch: SessionPrefetch | None, stages: int = 3
+) -> Graph:
+    """``relu(x @ W^T)`` through the model's matrices, one stage each (or ``stages``)."""
     b = GraphBuilder(ctx)
     h = b.input("x", TensorDescriptor("float32", [SEQ, DIM]))
     async with await open_gguf(path) as gguf:
@@ -66,16 +68,18 @@ async def build(ctx: Context, path: Path, prefetch: SessionPrefetch | None) -> G
                     accuracy_level=4,
                 )
             )
-        return await b.build({"y": h}, stages=3, prefetch=prefetch)
+        return await b.build({"y": h}, stages=stages, prefetch=prefetch)
 
 
-async def prefetched_build(ctx: Context, path: Path) -> tuple[Graph, SessionPrefetch]:
+async def prefetched_build(
+    ctx: Context, path: Path, stages: int = 3
+) -> tuple[Graph, SessionPrefetch]:
     """A build as ``load_model`` makes it: prefetch started and checked first."""
     prefetch = SessionPrefetch.start(ctx, PLAN)
     assert prefetch is not None
     try:
         await prefetch.checked()
-        graph = await build(ctx, path, prefetch)
+        graph = await build(ctx, path, prefetch, stages)
     finally:
         await prefetch.finish()
     return graph, prefetch
@@ -107,6 +111,16 @@ async def test_a_second_build_takes_the_sessions_opened_before_it(
     plain = await build(context(tmp_path), model, None)
     assert plain.prefetched == 0
     np.testing.assert_array_equal(await run(plain), expected)
+
+
+async def test_a_plan_of_one_session_is_not_prefetched(tmp_path: Path, model: Path) -> None:
+    cold, _ = await prefetched_build(context(tmp_path), model, stages=1)
+    recorded = plan(tmp_path)
+    assert recorded is not None and len(recorded) == 1
+    warm, _ = await prefetched_build(context(tmp_path), model, stages=1)
+    assert warm.prefetched == 0 and warm.from_saved_session
+    np.testing.assert_array_equal(await run(warm), await run(cold))
+    assert plan(tmp_path) == recorded and prefetch_threads() == []
 
 
 @pytest.mark.parametrize("plan_damage", ["stale-keys", "garbage", "other-model"])
