@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
+from benchmarks.common import cpu_session, save_entry
 from loaders import load_model
 from loaders.model import LanguageModel
 from pullweights.gguf.reader import open_gguf
@@ -78,13 +78,7 @@ def _op_session(k: int, groups: list[list[int]], stacked: bool, threads: int) ->
         [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in outs],
         inits,
     )
-    model = helper.make_model(
-        graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
-    )
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    return cpu_session(graph, threads)
 
 
 async def bare_op(model_name: str, threads: int) -> dict[str, Any]:
@@ -170,10 +164,7 @@ def main() -> int:
         "date": time.strftime("%Y-%m-%d %H:%M"),
     }
     print(json.dumps(result, indent=1))
-    out = Path(args.out)
-    entries = json.loads(out.read_text()) if out.exists() else {}
-    entries[f"{args.model} threads={args.threads}"] = result
-    out.write_text(json.dumps(entries, indent=1) + "\n")
+    save_entry(args.out, f"{args.model} threads={args.threads}", result)
     return 0
 
 

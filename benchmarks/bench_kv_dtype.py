@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,8 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 from onnx import TensorProto, helper
+
+from benchmarks.common import cpu_session, interleaved_us
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -70,14 +71,7 @@ def _session(heads: int, kv_heads: int, dim: int, half: bool, threads: int) -> A
         helper.make_tensor_value_info("present_k", cache, None),
         helper.make_tensor_value_info("present_v", cache, None),
     ]
-    graph = helper.make_graph(nodes, "gqa", inputs, outputs)
-    model = helper.make_model(
-        graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
-    )
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    return cpu_session(helper.make_graph(nodes, "gqa", inputs, outputs), threads)
 
 
 def _feeds(
@@ -101,21 +95,14 @@ def measure(model: str, threads: int, new: int, past: int, calls: int) -> dict[s
     """Microseconds per call (median of 7 interleaved rounds) for both cache types."""
     heads, kv_heads, dim, layers = SHAPES[model]
     runs = {
-        half: (
+        name: (
             _session(heads, kv_heads, dim, half, threads),
             _feeds(heads, kv_heads, dim, new, past, half),
         )
-        for half in (False, True)
+        for name, half in (("float32", False), ("float16", True))
     }
-    times: dict[bool, list[float]] = {False: [], True: []}
-    for _ in range(7):
-        for half, (session, feeds) in runs.items():
-            session.run(None, feeds)
-            start = time.perf_counter()
-            for _ in range(calls):
-                session.run(None, feeds)
-            times[half].append((time.perf_counter() - start) / calls * 1e6)
-    f32, f16 = statistics.median(times[False]), statistics.median(times[True])
+    us = interleaved_us(runs, rounds=7, calls=calls)
+    f32, f16 = us["float32"], us["float16"]
     return {
         "new_tokens": new,
         "past": past,

@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks.common import save_entry
+
 RESULTS = Path(__file__).parent / "results"
 MIB = 1 << 20
 
@@ -95,10 +97,7 @@ def main() -> int:
         "runs": runs,
     }
     print(json.dumps({k: result[k] for k in ("summary", "ratios_on_over_off")}, indent=1))
-    out = Path(args.out)
-    entries = json.loads(out.read_text()) if out.exists() else {}
-    entries[f"{args.model} threads={args.threads}"] = result
-    out.write_text(json.dumps(entries, indent=1) + "\n")
+    save_entry(args.out, f"{args.model} threads={args.threads}", result)
     return 0
 
 

@@ -15,21 +15,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnxruntime as ort
-from onnx import TensorProto, helper, numpy_helper
+from onnx import GraphProto, TensorProto, helper, numpy_helper
+
+from benchmarks.common import cpu_session, interleaved_us
 
 RESULTS = Path(__file__).parent / "results"
 HIDDEN = 896
 NORMS = 48
 
 
-def _chain(fused: bool) -> bytes:
+def _chain(fused: bool) -> GraphProto:
     rng = np.random.default_rng(0)
     weight = numpy_helper.from_array(rng.random(HIDDEN, np.float32), "w")
     nodes = []
@@ -65,33 +66,21 @@ def _chain(fused: bool) -> bytes:
         ],
         [weight],
     )
-    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
-    data: bytes = helper.make_model(graph, opset_imports=opsets).SerializeToString()
-    return data
+    return graph
 
 
 def measure(threads: int, rows: int) -> dict[str, Any]:
     """Microseconds per chain (median of 9 interleaved rounds) and the outputs' difference."""
-    sessions = {}
-    for fused in (False, True):
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = threads
-        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        sessions[fused] = ort.InferenceSession(
-            _chain(fused), so, providers=["CPUExecutionProvider"]
-        )
+    sessions = {fused: cpu_session(_chain(fused), threads) for fused in (False, True)}
     rng = np.random.default_rng(1)
     feeds = {n: rng.random((rows, HIDDEN), np.float32) * 0.1 for n in ("x", "r")}
-    times: dict[bool, list[float]] = {False: [], True: []}
-    for _ in range(9):
-        for fused, session in sessions.items():
-            session.run(None, feeds)
-            start = time.perf_counter()
-            for _ in range(100):
-                session.run(None, feeds)
-            times[fused].append((time.perf_counter() - start) / 100 * 1e6)
+    us = interleaved_us(
+        {"separate": (sessions[False], feeds), "fused": (sessions[True], feeds)},
+        rounds=9,
+        calls=100,
+    )
     plain, fused_out = (sessions[f].run(None, feeds)[0] for f in (False, True))
-    separate, fused_us = statistics.median(times[False]), statistics.median(times[True])
+    separate, fused_us = us["separate"], us["fused"]
     return {
         "threads": threads,
         "rows": rows,

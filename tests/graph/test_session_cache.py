@@ -25,9 +25,11 @@ from pullweights.cache import WeightCache
 from pullweights.gguf.layouts import MatMulNBitsTransform
 from pullweights.gguf.reader import open_gguf
 from pullweights.graph.lowering import LoweredStage, lower
+from pullweights.graph.stages import StagePlan
 from pullweights.memstats import MemoryMonitor, snapshot
 from pullweights.runtime.context import Context
 from pullweights.runtime.graph import Graph
+from pullweights.runtime.prefetch import SessionPrefetch
 from pullweights.runtime.saved import session_key
 
 Q = GGMLQuantizationType
@@ -80,7 +82,13 @@ def reference(path: Path, names: list[tuple[str, Q]], x: np.ndarray) -> np.ndarr
 
 
 async def build(
-    context: Context, path: Path | str, accuracy_level: int = 4, remote_dir: Path | None = None
+    context: Context,
+    path: Path | str,
+    accuracy_level: int = 4,
+    remote_dir: Path | None = None,
+    *,
+    stages: StagePlan = "auto",
+    prefetch: SessionPrefetch | None = None,
 ) -> Graph:
     """``relu(x @ W^T)`` through every matrix of ``path`` (or a URL), as MatMulNBits."""
     b = GraphBuilder(context)
@@ -105,7 +113,7 @@ async def build(
                     accuracy_level=accuracy_level,
                 )
             )
-        return await b.build({"y": h})
+        return await b.build({"y": h}, stages=stages, prefetch=prefetch)
 
 
 def context(cache: Path | None, session_cache: bool = True, remap: bool = True) -> Context:

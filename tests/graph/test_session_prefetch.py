@@ -19,18 +19,16 @@ import numpy as np
 import pytest
 
 import pullweights.runtime.prefetch as prefetch_module
-from pullweights import GraphBuilder, TensorDescriptor
 from pullweights.cache import WeightCache
 from pullweights.cache.blobs import blob_path
 from pullweights.cache.plans import KIND, PlannedSession, SessionPlans, _digest
 from pullweights.errors import GraphError
-from pullweights.gguf.layouts import MatMulNBitsTransform
-from pullweights.gguf.reader import open_gguf
 from pullweights.runtime.context import Context
 from pullweights.runtime.graph import Graph
 from pullweights.runtime.prefetch import SessionPrefetch, _HeapBudget
 
-from .test_session_cache import DIM, SEQ, Q, context, run, write_gguf
+from . import test_session_cache as session_cache
+from .test_session_cache import DIM, Q, context, run, write_gguf
 
 PLAN = "test-plan"
 
@@ -47,28 +45,7 @@ async def build(
     ctx: Context, path: Path, prefetch: SessionPrefetch | None, stages: int = 3
 ) -> Graph:
     """``relu(x @ W^T)`` through the model's matrices, one stage each (or ``stages``)."""
-    b = GraphBuilder(ctx)
-    h = b.input("x", TensorDescriptor("float32", [SEQ, DIM]))
-    async with await open_gguf(path) as gguf:
-        for name in sorted(gguf.tensors, key=lambda n: int(n[1:])):
-            tensor = gguf.tensor(name)
-            t = MatMulNBitsTransform(tensor.ggml_type, tensor.shape)
-            refs = tensor.payload(t).refs()
-            ops = {p: b.input(f"{name}.{p}", r.descriptor, weight=r) for p, r in refs.items()}
-            h = b.relu(
-                b.matmul_nbits(
-                    h,
-                    ops["B"],
-                    ops["scales"],
-                    ops["zero_points"],
-                    k=t.k,
-                    n=t.n,
-                    bits=t.bits,
-                    block_size=t.block_size,
-                    accuracy_level=4,
-                )
-            )
-        return await b.build({"y": h}, stages=stages, prefetch=prefetch)
+    return await session_cache.build(ctx, path, stages=stages, prefetch=prefetch)
 
 
 async def prefetched_build(
