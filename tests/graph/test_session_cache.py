@@ -313,7 +313,9 @@ async def test_key_follows_the_model_and_the_weights(
                 block_size=t.block_size,
                 accuracy_level=accuracy_level,
             )
-            return session_key(ctx, lower(b, {"y": y}).stages[0])
+            found = session_key(ctx, lower(b, {"y": y}).stages[0])
+            assert found is not None  # local weights: their content is known
+            return found
 
     base = await key(path)
     assert base == await key(path)
