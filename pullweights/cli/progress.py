@@ -168,7 +168,11 @@ class LoadReporter:
                 self._bar.n = self._bar.total
                 self._bar.set_description_str(self._label(), refresh=True)
             elif event.ok:
-                self._log_phases(event.time - self._begun.get(Phase.LOAD, event.time))
+                # Saved sessions prefetched for this load began opening before it did.
+                compiled = self._totals.get(Phase.COMPILE)
+                begun = [self._begun.get(Phase.LOAD, event.time)]
+                begun += [compiled.first] if compiled and compiled.first is not None else []
+                self._log_phases(event.time - min(begun))
 
     def _on_span(self, event: Event) -> None:
         label = f"{event.phase} {event.stage}".strip()

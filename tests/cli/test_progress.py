@@ -63,6 +63,20 @@ def test_log_lines_from_events() -> None:
     ]
 
 
+def test_prefetched_sessions_count_in_the_time_to_ready() -> None:
+    out = io.StringIO()
+    with LoadReporter("log", stream=out):
+        emit(_span(Phase.COMPILE, "begin", 9.0, 2 * MiB, "s0", span=10))  # prefetched
+        emit(_span(Phase.LOAD, "begin", 10.0, 2 * MiB, span=1))
+        emit(_span(Phase.COMPILE, "end", 10.2, 2 * MiB, "s0", span=10))
+        emit(_span(Phase.LOAD, "end", 10.5, 2 * MiB, span=1))
+    lines = out.getvalue().splitlines()
+    assert lines[-2:] == [
+        "pullweights: compile: 1 stage(s) in 1.20 s",
+        "pullweights: loading: weights and stages ready in 1.50 s",
+    ]
+
+
 def test_log_lines_through_the_cli(tiny: Path, tmp_path: Path) -> None:
     args = ("run", str(tiny), "Paris is", "--max-tokens", "2", "--cache-dir", str(tmp_path))
     done = cli(*args)  # stderr is a pipe, not a terminal
