@@ -178,53 +178,6 @@ async def build_model(
     """Build, load and compile ``gguf`` as ``architecture`` (see :func:`loaders.load_model`)."""
     start = time.perf_counter()
     context = context or create_context()
-    # The saved sessions the last load like this one opened start opening now, while the
-    # graph is built (see pullweights.runtime.prefetch and benchmarks/bench_prefetch.py).
-    # Their checks (Python) run first, alone: building the graph at the same time would
-    # leave them waiting for the GIL after every file operation.
-    options = f"stages={stages!r} accuracy={accuracy_level!r} stack={stack_weights!r}"
-    sources = [s.identity for s in gguf.sources]
-    prefetch = None
-    if prefetch_sessions and all(sources):
-        plan_key = "|".join([architecture.name, options, *sources])
-        prefetch = SessionPrefetch.start(context, plan_key)
-    try:
-        if prefetch is not None:
-            await prefetch.checked()
-        model = await _build(
-            gguf,
-            architecture,
-            context,
-            context_length,
-            accuracy_level,
-            progress,
-            stages,
-            slots,
-            on_plan,
-            stack_weights,
-            prefetch,
-        )
-    finally:
-        if prefetch is not None and not prefetch.finished:  # the load failed
-            await prefetch.finish(remember=False)
-    model.stats = replace(model.stats, seconds=time.perf_counter() - start)
-    mark(Phase.READY, "model")
-    return model
-
-
-async def _build(
-    gguf: GGUFFile,
-    architecture: Architecture,
-    context: Context,
-    context_length: int | None,
-    accuracy_level: int | None,
-    progress: ProgressCallback | None,
-    stages: StagePlan,
-    slots: int,
-    on_plan: Callable[[LoadPlan], object] | None,
-    stack_weights: bool,
-    prefetch: SessionPrefetch | None,
-) -> LanguageModel:
     embedding = gguf.tensor("token_embd.weight")
     if len(embedding.shape) != 2:
         raise FormatError(f"token_embd.weight has shape {list(embedding.shape)}: expected 2-D")
@@ -256,21 +209,34 @@ async def _build(
             checked = on_plan(plan)
             if inspect.isawaitable(checked):
                 await checked
-        builder = GraphBuilder(context)
-        weights = WeightMap(builder, gguf, accuracy_level=accuracy_level, stack=stack_weights)
-        io = DecoderInputs.declare(builder, config, length)
-        logits = architecture.build(builder, weights, io)
-        payloads = weights.payloads
-        transformed = [p for p in payloads if p.transform is not None]
-        graph = await builder.build(
-            {"logits": logits, **io.presents},
-            stages=stages,
-            progress=progress,
-            on_compile_start=plan.start_tokenizer,
-            prefetch=prefetch,
-        )
-        if prefetch is not None:  # remember this load's sessions, close what it did not take
-            await prefetch.finish()
+        # The saved sessions the last load like this one used start opening now, while
+        # the graph is built (pullweights.runtime.prefetch, benchmarks/bench_prefetch.py).
+        # Their checks (Python) run first, alone: building the graph at the same time
+        # would leave them waiting for the GIL after every file operation.
+        prefetch = None
+        if prefetch_sessions:
+            prefetch = _prefetch(gguf, architecture, context, stages, accuracy_level, stack_weights)
+        built = False
+        try:
+            if prefetch is not None:
+                await prefetch.checked()
+            builder = GraphBuilder(context)
+            weights = WeightMap(builder, gguf, accuracy_level=accuracy_level, stack=stack_weights)
+            io = DecoderInputs.declare(builder, config, length)
+            logits = architecture.build(builder, weights, io)
+            payloads = weights.payloads
+            transformed = [p for p in payloads if p.transform is not None]
+            graph = await builder.build(
+                {"logits": logits, **io.presents},
+                stages=stages,
+                progress=progress,
+                on_compile_start=plan.start_tokenizer,
+                prefetch=prefetch,
+            )
+            built = True
+        finally:  # remember this load's sessions (if it built), close what it did not take
+            if prefetch is not None:
+                await prefetch.finish(remember=built)
         tokenizer = await plan.tokenizer()
     except BaseException:
         await plan.cancel()
@@ -289,7 +255,26 @@ async def _build(
     # allocates and initializes (~0.2 s) and should not count as the first prompt's time.
     await model.forward([0])
     model.reset()
+    model.stats = replace(model.stats, seconds=time.perf_counter() - start)
+    mark(Phase.READY, "model")
     return model
+
+
+def _prefetch(
+    gguf: GGUFFile,
+    architecture: Architecture,
+    context: Context,
+    stages: StagePlan,
+    accuracy_level: int | None,
+    stack_weights: bool,
+) -> SessionPrefetch | None:
+    """Start opening the saved sessions of the last load of ``gguf`` with these options
+    (None without a cache, or for a source of unknown identity)."""
+    sources = [s.identity for s in gguf.sources]
+    if not all(sources):
+        return None
+    options = f"stages={stages!r} accuracy={accuracy_level!r} stack={stack_weights!r}"
+    return SessionPrefetch.start(context, "|".join([architecture.name, options, *sources]))
 
 
 async def _freq_factors(gguf: GGUFFile, config: ModelConfig) -> tuple[float, ...]:

@@ -53,6 +53,36 @@ async def test_the_plan_comes_before_any_weight(tmp_path: Path, arch: str) -> No
     assert [e.kind for e in events if e.phase == Phase.TOKENIZER] == ["begin", "end"]
 
 
+async def test_saved_sessions_start_opening_only_once_the_plan_is_accepted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import loaders.model
+
+    path = write_tiny_model(tmp_path / "m.gguf", "qwen2", quant="Q8_0")
+    started: list[str] = []
+    start = loaders.model.SessionPrefetch.start
+
+    def record(context: Any, plan_key: str) -> Any:
+        started.append(plan_key)
+        return start(context, plan_key)
+
+    monkeypatch.setattr(loaders.model.SessionPrefetch, "start", record)
+
+    async def refuse(plan: LoadPlan) -> None:
+        raise Stop
+
+    with pytest.raises(Stop):
+        await load_model(path, context=create_context(cache_dir=tmp_path), on_plan=refuse)
+    assert started == []
+    await load_model(path, context=create_context(cache_dir=tmp_path), on_plan=lambda p: None)
+    (key,) = started
+    assert key.startswith("qwen2|") and str(path) in key
+    await load_model(
+        path, context=create_context(cache_dir=tmp_path), stages=1, prefetch_sessions=False
+    )
+    assert len(started) == 1
+
+
 async def test_the_tokenizer_is_built_once(tmp_path: Path) -> None:
     path = write_tiny_model(tmp_path / "m.gguf", "qwen2", quant="Q8_0")
     events: list[Event] = []
