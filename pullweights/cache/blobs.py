@@ -12,6 +12,7 @@ cannot be written just does not keep the blob.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import re
@@ -24,9 +25,11 @@ from pullweights.cache.confined import Outside, area, list_area, read_inside, re
 __all__ = [
     "AREA",
     "MAX_BLOB",
+    "blob_key",
     "blob_path",
     "list_blobs",
     "read_blob",
+    "touch_blob",
     "trim_blobs",
     "write_blob",
 ]
@@ -48,6 +51,19 @@ def blob_path(root: Path, kind: str, key: str) -> Path:
     if not _NAME_RE.match(kind) or not _NAME_RE.match(key) or len(name) > 128:
         raise ValueError(f"blob name {name!r} is not allowed")
     return area(root, AREA) / f"{name}.blob"
+
+
+def blob_key(text: str) -> str:
+    """A blob key for ``text`` of any length or alphabet (a source identity, a plan
+    key): 40 hex digits of its SHA-256."""
+    return hashlib.sha256(text.encode()).hexdigest()[:40]
+
+
+def touch_blob(root: Path, kind: str, key: str) -> None:
+    """Mark blob ``kind``/``key`` as just used (:func:`trim_blobs` keeps the most
+    recently used); nothing if it is gone."""
+    with contextlib.suppress(OSError, ValueError):
+        os.utime(blob_path(root, kind, key), follow_symlinks=False)
 
 
 def list_blobs(root: Path, kind: str) -> list[Path]:

@@ -14,12 +14,19 @@ removed first (a 262k-token vocabulary encodes to ~6 MB).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
 from pathlib import Path
 
-from pullweights.cache.blobs import AREA, blob_path, read_blob, trim_blobs, write_blob
+from pullweights.cache.blobs import (
+    AREA,
+    blob_key,
+    blob_path,
+    read_blob,
+    touch_blob,
+    trim_blobs,
+    write_blob,
+)
 from pullweights.gguf.header import RawHeader
 from pullweights.gguf.header_codec import decode_header, encode_header
 
@@ -48,7 +55,7 @@ class HeaderStore:
         """The header stored for ``identity``, or None. Blocking (a few MB read)."""
         if not identity:
             return None
-        data = read_blob(self.root, KIND, _key(identity))
+        data = read_blob(self.root, KIND, blob_key(identity))
         if data is None:
             return None
         try:
@@ -56,15 +63,14 @@ class HeaderStore:
         except ValueError as exc:  # checksummed, so written by another version
             log.warning("stored GGUF header of %s cannot be read (%s)", identity, exc)
             return None
-        with contextlib.suppress(OSError, ValueError):
-            os.utime(blob_path(self.root, KIND, _key(identity)), follow_symlinks=False)  # used
+        touch_blob(self.root, KIND, blob_key(identity))
         return header
 
     def put(self, identity: str, header: RawHeader) -> None:
         """Keep ``header`` for ``identity`` (nothing if it cannot be encoded exactly or
         the cache cannot be written). Blocking."""
         body = encode_header(header) if identity else None
-        if body is not None and write_blob(self.root, KIND, _key(identity), body):
+        if body is not None and write_blob(self.root, KIND, blob_key(identity), body):
             trim_blobs(self.root, KIND, MAX_HEADERS)
 
     def discard(self, identity: str) -> None:
@@ -77,8 +83,4 @@ class HeaderStore:
         """Remove the header stored for ``identity``, if any (its model was removed)."""
         if identity:
             with contextlib.suppress(OSError, ValueError):
-                os.unlink(blob_path(self.root, KIND, _key(identity)))
-
-
-def _key(identity: str) -> str:
-    return hashlib.sha256(identity.encode()).hexdigest()[:40]
+                os.unlink(blob_path(self.root, KIND, blob_key(identity)))

@@ -13,16 +13,13 @@ bytes).
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import json
-import os
 import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from pullweights.cache.blobs import blob_path, read_blob, trim_blobs, write_blob
+from pullweights.cache.blobs import blob_key, read_blob, touch_blob, trim_blobs, write_blob
 
 __all__ = ["MAX_PLANS", "PlannedSession", "SessionPlans"]
 
@@ -55,7 +52,7 @@ class SessionPlans:
     def get(self, plan_key: str) -> list[PlannedSession] | None:
         """The sessions stored for ``plan_key`` in stage order, or None (none, or not
         readable as a plan)."""
-        data = read_blob(self.root, KIND, _digest(plan_key))
+        data = read_blob(self.root, KIND, blob_key(plan_key))
         if data is None:
             return None
         try:
@@ -71,17 +68,12 @@ class SessionPlans:
             for s in sessions
         ):
             return None
-        with contextlib.suppress(OSError, ValueError):
-            os.utime(blob_path(self.root, KIND, _digest(plan_key)), follow_symlinks=False)
+        touch_blob(self.root, KIND, blob_key(plan_key))
         return sessions
 
     def put(self, plan_key: str, sessions: Sequence[PlannedSession]) -> None:
         """Keep ``sessions`` as the plan of ``plan_key`` (nothing if the cache cannot be
         written)."""
         body = json.dumps({"plan": plan_key, "sessions": [asdict(s) for s in sessions]}).encode()
-        if write_blob(self.root, KIND, _digest(plan_key), body):
+        if write_blob(self.root, KIND, blob_key(plan_key), body):
             trim_blobs(self.root, KIND, MAX_PLANS)
-
-
-def _digest(plan_key: str) -> str:
-    return hashlib.sha256(plan_key.encode()).hexdigest()[:40]

@@ -99,7 +99,8 @@ async def compile_graph(
     graph.cache_hits, graph.transformed = puller.cache_hits, puller.transformed
     graph.prefetched = run.prefetched
     if context.cache is not None:  # the model record: what this load used
-        await joined(context.cache.register_load, lowered.weights.values(), run.session_keys)
+        sessions = list(run.stage_keys.values())
+        await joined(context.cache.register_load, lowered.weights.values(), sessions)
     mark(Phase.READY, "graph", total)
     return graph
 
@@ -128,8 +129,7 @@ class _Load:
         ranked = sorted(lowered.stages, key=lambda s: -s.prepacked_bytes)
         self.index = {id(stage): i for i, stage in enumerate(ranked)}
         self.on_compile_start = on_compile_start
-        #: Keys of the saved sessions this load opened or saved, and each stage's.
-        self.session_keys: list[str] = []
+        #: The key of the saved session each stage opened or saved, by ``id(stage)``.
         self.stage_keys: dict[int, str] = {}
         self.prefetched = 0  # stages that took a prefetched session
         # Payloads only ever packed (no stage binds them) and the stages packing them: once
@@ -192,7 +192,6 @@ class _Load:
             raise
         if store is not None and saver is not None and compiled.save is not None:
             store.mark_in_use(saver.key, compiled.session)
-            self.session_keys.append(saver.key)
             self.stage_keys[id(stage)] = saver.key
             await self._drop_packed_only(stage)
         return compiled
@@ -214,7 +213,6 @@ class _Load:
             compiled = await self._open_saved(stage, directory / MODEL)
         if compiled is not None:
             store.mark_in_use(key, compiled.session)
-            self.session_keys.append(key)
             self.stage_keys[id(stage)] = key
             return compiled
         try:

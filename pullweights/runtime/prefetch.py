@@ -85,7 +85,6 @@ class SessionPrefetch:
         self.finished = False
         #: The plan read (None until it is), and the sessions opening for it by key.
         self.planned: list[PlannedSession] | None = None
-        self._budget = _HeapBudget(1)  # sized from the plan once it is read
         self._plan = self._pool.submit(self._read_plan)
         #: This load's sessions in stage order (:meth:`use`), remembered by :meth:`finish`.
         self.used: list[PlannedSession] = []
@@ -115,7 +114,7 @@ class SessionPrefetch:
         self.planned = planned
         if len(planned) < 2:  # one session: see the module docs
             return {}
-        self._budget = _HeapBudget(max((s.nbytes for s in planned), default=1))
+        budget = _HeapBudget(max(s.nbytes for s in planned))
         checked: dict[str, tuple[PlannedSession, Path]] = {}
         for session in planned:
             if session.key in checked or self._closing:
@@ -131,13 +130,15 @@ class SessionPrefetch:
         # graph come later): qwen2.5-coder-0.5b warm peak 210-223 MiB private in stage
         # order, 152-176 this way.
         largest_first = sorted(checked.values(), key=lambda c: -c[0].largest)
-        return {s.key: self._pool.submit(self._open, s, d) for s, d in largest_first}
+        return {s.key: self._pool.submit(self._open, s, d, budget) for s, d in largest_first}
 
-    def _open(self, planned: PlannedSession, directory: Path) -> ort.InferenceSession | None:
+    def _open(
+        self, planned: PlannedSession, directory: Path, budget: _HeapBudget
+    ) -> ort.InferenceSession | None:
         if self._closing:
             return None
         try:
-            with self._budget.hold(planned.largest):
+            with budget.hold(planned.largest):
                 if self._closing:
                     return None
                 with span(Phase.COMPILE, planned.stage, planned.nbytes, stage=planned.stage):

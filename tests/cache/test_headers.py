@@ -131,7 +131,7 @@ async def test_removing_a_model_removes_its_stored_header(model: Path, cache: We
     [kept] = os.listdir(cache.root / headers.AREA)
     async with await open_gguf(other) as gguf:
         assert kept == os.path.basename(
-            blobs.blob_path(cache.root, headers.KIND, headers._key(gguf.source.identity))
+            blobs.blob_path(cache.root, headers.KIND, blobs.blob_key(gguf.source.identity))
         )
 
 

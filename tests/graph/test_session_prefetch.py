@@ -20,8 +20,8 @@ import pytest
 
 import pullweights.runtime.prefetch as prefetch_module
 from pullweights.cache import WeightCache
-from pullweights.cache.blobs import blob_path
-from pullweights.cache.plans import KIND, PlannedSession, SessionPlans, _digest
+from pullweights.cache.blobs import blob_key, blob_path
+from pullweights.cache.plans import KIND, PlannedSession, SessionPlans
 from pullweights.errors import GraphError
 from pullweights.runtime.context import Context
 from pullweights.runtime.graph import Graph
@@ -113,7 +113,7 @@ async def test_a_stale_or_damaged_plan_costs_only_the_head_start(
         gone = PlannedSession("0" * 40, "gone", 1 << 20, 1 << 20)
         store.put(PLAN, [gone, *reversed(recorded[1:])])
     elif plan_damage == "garbage":
-        blob_path(tmp_path, KIND, _digest(PLAN)).write_bytes(b"\x00not a blob")
+        blob_path(tmp_path, KIND, blob_key(PLAN)).write_bytes(b"\x00not a blob")
     else:  # the plan of another model: none of its keys are this one's
         other = tmp_path / "other.gguf"
         write_gguf(other, 0, seed=7, shapes=[(Q.Q8_0, DIM, DIM)] * 3)
@@ -228,7 +228,7 @@ def test_plans_round_trip_and_the_oldest_go_first(
 def test_a_plan_that_does_not_parse_reads_as_none(tmp_path: Path, body: bytes) -> None:
     from pullweights.cache.blobs import write_blob
 
-    assert write_blob(tmp_path, KIND, _digest(PLAN), body)
+    assert write_blob(tmp_path, KIND, blob_key(PLAN), body)
     assert SessionPlans(tmp_path).get(PLAN) is None
 
 
