@@ -8,7 +8,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,13 +18,11 @@ from pullweights.cache import maintenance
 from pullweights.cache.catalog import CacheCatalog
 from pullweights.cache.entry import check_files, open_entry, read_record
 from pullweights.cache.eviction import SizeIndex
-from pullweights.cache.headers import HeaderStore
 from pullweights.cache.index import HEAD, content_key, digest, head_key, lookup, remember
-from pullweights.cache.layout import CorruptEntry, check_key, entry_dir, session_dir
-from pullweights.cache.plans import SessionPlans
+from pullweights.cache.layout import CorruptEntry, entry_dir, session_dir
 from pullweights.cache.record import Record, record_file
 from pullweights.cache.removal import clean_staging, empty_trash, move_to_trash
-from pullweights.cache.sessions import SessionWriter
+from pullweights.cache.session_entries import SessionEntries
 from pullweights.cache.sizes import parse_size
 from pullweights.cache.writer import READ_ONLY, EntryWriter
 from pullweights.errors import CacheError
@@ -55,7 +53,7 @@ class EntryVanished(CacheError):
     payload again makes it anew."""
 
 
-class WeightCache(CacheCatalog):
+class WeightCache(CacheCatalog, SessionEntries):
     """An on-disk cache of payloads (raw or transformed weights) and saved sessions.
 
     Weight entries are zarr groups of uncompressed single-chunk arrays keyed by content
@@ -373,96 +371,7 @@ class WeightCache(CacheCatalog):
             protected = {key} | self._in_use()
         maintenance.evict(self, self.max_bytes, protected)
 
-    # -- saved sessions ---------------------------------------------------------------
-
-    def open_session(self, key: str) -> Path | None:
-        """Directory of the whole, committed session entry ``key``, or None.
-
-        Checks the record, every file's size and (unless :attr:`verify_on_load` is off)
-        checksum, and every weight entry the session was built from: each must be whole,
-        unchanged and pass its own checks. A session that fails is removed (and a damaged
-        entry with it), with a warning, and reported as absent. Marks the entry as used.
-        """
-        directory = session_dir(self.root, check_key(key))
-        if key in self._bad:
-            return None
-        try:
-            record = read_record(self.root, directory, "session")
-            check_files(self.root, directory, record, checksums=self.verify_on_load)
-            for entry, fingerprint in record.built_from.items():
-                self._check_built_from(entry, fingerprint)
-        except FileNotFoundError:
-            return None
-        except CorruptEntry as exc:
-            self._damaged(key, directory, f"saved session {key} is damaged: {exc}")
-            return None
-        except OSError as exc:
-            log.warning("saved session %s cannot be read: %s", key, exc)
-            return None
-        now = time.time()
-        with contextlib.suppress(OSError):
-            os.utime(directory / record_file("session"), (now, now), follow_symlinks=False)
-        with self._lock:
-            if self._index is not None:
-                self._index.touch(key, now)
-        return directory
-
-    def _check_built_from(self, key: str, fingerprint: str) -> None:
-        """Raise CorruptEntry if weight entry ``key`` is there but damaged or changed (an
-        entry that is gone is fine: a session holds a copy of the bytes it was built from,
-        so it is never wrong because an entry was evicted or dropped after saving)."""
-        directory = entry_dir(self.root, key)
-        try:
-            record = read_record(self.root, directory, "weights")
-        except FileNotFoundError:
-            return  # evicted or dropped: the session holds its own copy of those bytes
-        except CorruptEntry as exc:
-            self._damaged(key, directory, f"cache entry {key} is damaged: {exc}")
-            raise CorruptEntry(f"weight entry {key} it was built from is damaged") from exc
-        if record.fingerprint != fingerprint:
-            raise CorruptEntry(f"weight entry {key} changed since it was built")
-        try:
-            check_files(self.root, directory, record, checksums=self.verify_on_load)
-        except CorruptEntry as exc:
-            self._damaged(key, directory, f"cache entry {key} is damaged: {exc}")
-            raise CorruptEntry(f"weight entry {key} it was built from is damaged") from exc
-
-    @property
-    def headers(self) -> HeaderStore:
-        """Parsed GGUF headers by source identity (:mod:`~pullweights.cache.headers`):
-        pass it to :func:`~pullweights.gguf.open_gguf` as ``headers=``."""
-        return HeaderStore(self.root)
-
-    @property
-    def session_plans(self) -> SessionPlans:
-        """Which saved sessions each kind of load opened (:mod:`~pullweights.cache.plans`),
-        for :mod:`pullweights.runtime.prefetch`."""
-        return SessionPlans(self.root)
-
-    def session_writer(self, key: str) -> SessionWriter:
-        """A writer that stages and publishes the session entry ``key`` crash-safely."""
-        self._clean_staging_once()
-        return SessionWriter(
-            self.root,
-            key,
-            durable=self.durable,
-            resolve=self._fingerprints,
-            on_commit=self._admit,
-            on_read_only=self._went_read_only,
-        )
-
-    def _fingerprints(self, payloads: Iterable[Payload]) -> dict[str, str]:
-        """``{entry key: fingerprint}`` of the cached entries of ``payloads``."""
-        found: dict[str, str] = {}
-        for payload in payloads:
-            key = self.content_key(payload)
-            if key is None or key in found:
-                continue
-            with contextlib.suppress(OSError, CorruptEntry):
-                found[key] = read_record(
-                    self.root, entry_dir(self.root, key), "weights"
-                ).fingerprint
-        return found
+    # -- saved sessions (the rest: cache/session_entries.py) ---------------------------
 
     @property
     def writable(self) -> bool:
